@@ -1,0 +1,321 @@
+"""Checkpoint IO: official GLIP ``.pth`` → our state dict (explicit key map), and our model folders.
+
+Official checkpoints are ``{"model": {"module.<key>": tensor}, "optimizer": ..., "scheduler": ...,
+"iteration": ..., ["model_ema": ...]}`` written by a DDP-wrapped model. Only ``"model"`` is read
+(official evaluation uses the non-EMA weights). Every official key is renamed by the rules in
+:func:`official_key_to_ours`; keys that GLIP inference never uses are skipped *by name*
+(:data:`IGNORED_OFFICIAL_KEYS`), anything else that does not map is reported as unexpected.
+
+Our saved models are folders: ``config.json`` + ``model.safetensors`` (+ tokenizer files).
+Files are written to a temporary name and renamed, so an interrupted save never leaves a
+half-written model behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from glip.config import GLIPConfig, SwinConfig, TextConfig, TowerConfig, VisionConfig
+from glip.errors import CheckpointError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+# Official keys that GLIP inference never reads, skipped by name (regular expressions on the key
+# after the "module." prefix).
+IGNORED_OFFICIAL_KEYS: tuple[tuple[str, str], ...] = (
+    (r"rpn\.head\.cls_logits\.(weight|bias)", "unused closed-set classifier (its loss is multiplied by 0)"),
+    (r"rpn\.anchor_generator\.cell_anchors\.\d+", "anchor buffers, recomputed from the config"),
+    (r"language_backbone\.body\.model\.embeddings\.position_ids", "position-id buffer of old transformers"),
+    (r"language_backbone\.body\.model\.pooler\.dense\.(weight|bias)", "BERT pooler, unused by GLIP"),
+    (r"rpn\.head\.mlm_head\..*", "masked-language-model head of pre-training, unused at inference"),
+)
+# Top-level entries of an official checkpoint file other than "model", skipped by name.
+IGNORED_CONTAINER_ENTRIES = ("optimizer", "scheduler", "iteration", "model_ema")
+
+_TEXT_LAYER = {
+    "attention.self.query": "query",
+    "attention.self.key": "key",
+    "attention.self.value": "value",
+    "attention.output.dense": "attn_out",
+    "attention.output.LayerNorm": "attn_norm",
+    "intermediate.dense": "ffn_in",
+    "output.dense": "ffn_out",
+    "output.LayerNorm": "ffn_norm",
+}
+_DYCONV = [
+    (r"DyConv\.(\d)\.conv\.(weight|bias)", r"convs.\1.conv.\2"),
+    (r"DyConv\.(\d)\.bn\.(weight|bias)", r"convs.\1.norm.\2"),
+    (r"AttnConv\.1\.(weight|bias)", r"scale_attn.\1"),
+    (r"relu\.fc\.0\.(weight|bias)", r"act.fc1.\1"),
+    (r"relu\.fc\.2\.(weight|bias)", r"act.fc2.\1"),
+    (r"offset\.(weight|bias)", r"offset.\1"),
+]
+_HEAD = {
+    "bbox_pred.weight": "head.bbox_pred.weight",
+    "bbox_pred.bias": "head.bbox_pred.bias",
+    "centerness.weight": "head.centerness.weight",
+    "centerness.bias": "head.centerness.bias",
+    "dot_product_projection_text.weight": "head.text_proj.weight",
+    "dot_product_projection_text.bias": "head.text_proj.bias",
+    "log_scale": "head.log_scale",
+    "bias_lang": "head.bias_lang",
+    "bias0": "head.bias0",
+}
+_FPN = {"fpn_inner2": "inner_blocks.0", "fpn_inner3": "inner_blocks.1", "fpn_inner4": "inner_blocks.2",
+        "fpn_layer2": "layer_blocks.0", "fpn_layer3": "layer_blocks.1", "fpn_layer4": "layer_blocks.2",
+        "top_blocks.p6": "p6", "top_blocks.p7": "p7"}
+
+
+def official_key_to_ours(key: str, early_fusion: bool) -> str | None:
+    """Our parameter name for an official key (``module.`` already stripped), or None if it does not map.
+
+    Args:
+        key: official state-dict key.
+        early_fusion: the official tower interleaves ``[VLFuse, BertEncoderLayer, DyConv]`` (GLIP-T/L);
+            without fusion (GLIP-T(A)) every tower index is a DyConv.
+    """
+    if key.startswith("backbone.body."):
+        return key
+    if m := re.fullmatch(r"backbone\.fpn\.(fpn_inner\d|fpn_layer\d|top_blocks\.p[67])\.(weight|bias)", key):
+        return f"backbone.fpn.{_FPN[m[1]]}.{m[2]}" if m[1] in _FPN else None
+    if key.startswith("language_backbone.body.model."):
+        return "text_encoder.bert." + key.removeprefix("language_backbone.body.model.")
+    if m := re.fullmatch(r"rpn\.head\.scales\.(\d+)\.scale", key):
+        return f"head.scales.{m[1]}.scale"
+    if key.startswith("rpn.head.") and key.removeprefix("rpn.head.") in _HEAD:
+        return _HEAD[key.removeprefix("rpn.head.")]
+    if m := re.fullmatch(r"rpn\.head\.dyhead_tower\.(\d+)\.(.+)", key):
+        index, rest = int(m[1]), m[2]
+        block, kind = (index // 3, index % 3) if early_fusion else (index, 2)
+        prefix = f"tower.blocks.{block}"
+        if kind == 0 and rest.startswith("b_attn."):
+            return f"{prefix}.fusion.{rest.removeprefix('b_attn.')}"
+        if kind == 1:
+            for theirs, ours in _TEXT_LAYER.items():
+                if rest.startswith(theirs + "."):
+                    return f"{prefix}.text_layer.{ours}.{rest.removeprefix(theirs + '.')}"
+            return None
+        if kind == 2:
+            for pattern, repl in _DYCONV:
+                if re.fullmatch(pattern, rest):
+                    return f"{prefix}.dyconv." + re.sub(pattern, repl, rest)
+        return None
+    return None
+
+
+def is_ignored_official_key(key: str) -> bool:
+    """Whether ``key`` is one of the known harmless extras (see :data:`IGNORED_OFFICIAL_KEYS`)."""
+    return any(re.fullmatch(pattern, key) for pattern, _ in IGNORED_OFFICIAL_KEYS)
+
+
+@dataclass
+class ConversionReport:
+    """What happened when an official state dict was mapped onto our model."""
+
+    loaded: int = 0
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One paragraph for the log / CLI."""
+        lines = [f"mapped {self.loaded} tensors; skipped {len(self.ignored)} known unused keys"]
+        lines.append(f"missing (left at their initial values): {len(self.missing)} {self.missing[:10]}")
+        lines.append(f"unexpected (not used): {len(self.unexpected)} {self.unexpected[:10]}")
+        return "\n".join(lines)
+
+
+def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
+    """The ``"model"`` state dict of an official checkpoint file, ``module.`` prefix removed.
+
+    Raises:
+        CheckpointError: if the file is missing or cannot be read safely.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling problem becomes one clear message
+        raise CheckpointError(
+            f"cannot read {p} as a weights-only PyTorch checkpoint ({type(e).__name__}: {e}); "
+            "glip never unpickles arbitrary objects"
+        ) from e
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        extras = [k for k in obj if k != "model"]
+        skipped = [k for k in extras if k in IGNORED_CONTAINER_ENTRIES]
+        if skipped:
+            logger.info("ignoring checkpoint entries %s (only 'model' is used)", skipped)
+        other = [k for k in extras if k not in IGNORED_CONTAINER_ENTRIES]
+        if other:
+            logger.warning("ignoring unknown checkpoint entries %s", other)
+        state = obj["model"]
+    elif isinstance(obj, dict) and all(isinstance(v, Tensor) for v in obj.values()):
+        state = obj
+    else:
+        raise CheckpointError(f"{p} is not a GLIP checkpoint: expected a dict with a 'model' state dict")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def infer_config(state: dict[str, Tensor]) -> GLIPConfig:
+    """Guess the official architecture (GLIP-T, GLIP-L, GLIP-T(A) and Swin/BERT sizes) from its keys and shapes.
+
+    Raises:
+        CheckpointError: if the keys are not those of an official GLIP model.
+    """
+    try:
+        embed = state["backbone.body.patch_embed.proj.weight"].shape[0]
+        depths = tuple(
+            len({int(m[1]) for k in state if (m := re.match(rf"backbone\.body\.layers\.{s}\.blocks\.(\d+)\.", k))})
+            for s in range(4)
+        )
+        heads = tuple(state[f"backbone.body.layers.{s}.blocks.0.attn.relative_position_bias_table"].shape[1] for s in range(4))
+        table = state["backbone.body.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]
+        window = (int(round(table**0.5)) + 1) // 2
+        word = state["language_backbone.body.model.embeddings.word_embeddings.weight"]
+        n_text = len({int(m[1]) for k in state if (m := re.match(r"language_backbone\.body\.model\.encoder\.layer\.(\d+)\.", k))})
+        inter = state["language_backbone.body.model.encoder.layer.0.intermediate.dense.weight"].shape[0]
+    except KeyError as e:
+        raise CheckpointError(f"not an official GLIP (Swin + BERT) checkpoint: key {e} is missing") from e
+    tower_idx = {int(m[1]) for k in state if (m := re.match(r"rpn\.head\.dyhead_tower\.(\d+)\.", k))}
+    early = any(".b_attn." in k for k in state)
+    n_tower = len(tower_idx)
+    num_blocks = (n_tower + 2) // 3 if early else n_tower
+    fused = early and any(k.startswith(f"rpn.head.dyhead_tower.{3 * (num_blocks - 1) + 1}.") for k in state)
+    hidden = word.shape[1]
+    swin = SwinConfig(embed_dim=embed, depths=depths, num_heads=heads, window_size=window,
+                      drop_path_rate=0.4 if embed >= 192 else 0.2)
+    text = TextConfig(hidden_size=hidden, num_hidden_layers=n_text, num_attention_heads=max(1, hidden // 64),
+                      intermediate_size=inter, vocab_size=word.shape[0])
+    tower = TowerConfig(num_blocks=num_blocks, early_fusion=early, fused_text_for_logits=fused)
+    if early and embed == 96 and num_blocks == 6:
+        preset = "glip_t"
+    elif early and embed == 192 and num_blocks == 8:
+        preset = "glip_l"
+    elif not early and embed == 96 and num_blocks == 6:
+        preset = "glip_t_a"
+    else:
+        preset = "custom"
+    try:
+        return GLIPConfig(vision=VisionConfig(swin=swin), text=text, tower=tower, preset=preset)
+    except ConfigError as e:
+        raise CheckpointError(f"the checkpoint's architecture is not a valid GLIP config: {e}") from e
+
+
+def convert_official_state(
+    official: dict[str, Tensor], model_state: dict[str, Tensor], early_fusion: bool
+) -> tuple[dict[str, Tensor], ConversionReport]:
+    """Rename an official state dict into ours and check it against our model's state dict.
+
+    Raises:
+        CheckpointError: if any mapped tensor's shape differs from ours (lists every mismatch).
+    """
+    report = ConversionReport()
+    out: dict[str, Tensor] = {}
+    mismatches = []
+    for key, value in official.items():
+        ours = official_key_to_ours(key, early_fusion)
+        if ours is None or ours not in model_state:
+            (report.ignored if is_ignored_official_key(key) else report.unexpected).append(key)
+            continue
+        if tuple(value.shape) != tuple(model_state[ours].shape):
+            mismatches.append(f"{key} {tuple(value.shape)} -> {ours} {tuple(model_state[ours].shape)}")
+            continue
+        out[ours] = value
+    if mismatches:
+        raise CheckpointError(
+            f"{len(mismatches)} checkpoint tensors do not fit the model (wrong preset or config?): "
+            + "; ".join(mismatches[:8])
+        )
+    report.loaded = len(out)
+    report.missing = sorted(k for k in model_state if k not in out)
+    return out, report
+
+
+def load_official(path: str | Path, config: GLIPConfig | None = None) -> tuple[object, ConversionReport]:
+    """Build a :class:`GLIPModel` from an official ``.pth`` (architecture inferred unless ``config`` is given)."""
+    from glip.modeling.glip import GLIPModel
+
+    official = read_official_checkpoint(path)
+    config = config or infer_config(official)
+    model = GLIPModel(config, load_pretrained_parts=False)
+    state, report = convert_official_state(official, model.state_dict(), config.tower.early_fusion)
+    model.load_state_dict(state, strict=False)
+    logger.info("%s", report.summary())
+    return model, report
+
+
+def _atomic_write(path: Path, write) -> None:  # noqa: ANN001 - callable(tmp_path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: object, folder: str | Path, tokenizer: object | None = None) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and tokenizer files into ``folder`` (atomically per file)."""
+    from glip.text import load_tokenizer
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    config: GLIPConfig = model.config  # type: ignore[attr-defined]
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # type: ignore[attr-defined]
+    _atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt", "preset": config.preset}))
+    _atomic_write(out / CONFIG_NAME, lambda tmp: config.to_json(tmp))
+    tok = tokenizer if tokenizer is not None else load_tokenizer(config.text.tokenizer)
+    tok.save_pretrained(str(out))  # type: ignore[attr-defined]
+    return out
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> object:
+    """Load one of our model folders, or an official ``.pth`` file.
+
+    Raises:
+        CheckpointError: if the path is missing, incomplete, or its weights do not fit its config.
+    """
+    from glip.modeling.glip import GLIPModel
+
+    p = Path(path)
+    if p.is_file() and p.suffix in (".pth", ".pt", ".bin"):
+        model, _ = load_official(p)
+        return model.to(map_location)  # type: ignore[attr-defined]
+    if not p.exists():
+        raise CheckpointError(f"model {p} does not exist: give a model folder (config.json + model.safetensors) or an official .pth")
+    if not (p / CONFIG_NAME).is_file() or not (p / WEIGHTS_NAME).is_file():
+        raise CheckpointError(f"{p} is not a glip model folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+    config = GLIPConfig.from_json(p / CONFIG_NAME)
+    model = GLIPModel(config, load_pretrained_parts=False)
+    try:
+        state = load_file(str(p / WEIGHTS_NAME))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"cannot read {p / WEIGHTS_NAME}: {e}") from e
+    expected = model.state_dict()
+    bad = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if bad or missing or unexpected:
+        raise CheckpointError(
+            f"weights in {p} do not match its config: {len(bad)} shape mismatches {bad[:3]}, "
+            f"{len(missing)} missing {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"
+        )
+    model.load_state_dict(state)
+    return model.to(map_location)

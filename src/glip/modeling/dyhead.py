@@ -1,0 +1,227 @@
+"""DyConv (DyHead's scale-, spatial- and task-aware block) and the VL DyHead tower.
+
+One DyConv step updates every pyramid level ``l`` from three neighbours, all through 3x3
+modulated deformable convolutions (DCNv2) followed by GroupNorm:
+
+    mid_l  = conv_mid(P_l)                          offsets/masks predicted from P_l
+    down_l = conv_down(P_{l-1})   (stride 2)         same offsets (the output grid is P_l's)
+    up_l   = upsample(conv_up(P_{l+1}))              same offsets, see ``coarse_offset_mode``
+    out_l  = DyReLU( mean_k( f_k * hsigmoid(ReLU(conv1x1(avgpool(f_k))) ) ) )
+
+Official quirk (``coarse_offset_mode="prefix"``): the branch on the coarser level ``P_{l+1}`` (an
+``h x w`` output) receives the ``H x W`` offset map of ``P_l``; the official CUDA kernel reads the
+first ``18 * h * w`` values of each sample's offset buffer as if it were ``(18, h, w)`` (and the
+first ``9 * h * w`` of the mask). torchvision's ``deform_conv2d`` insists on matching sizes, so the
+prefix is sliced here explicitly. ``"own"`` instead predicts the offsets from ``P_{l+1}`` itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import deform_conv2d
+
+from glip.modeling.fusion import FusionBlock, flatten_levels
+from glip.modeling.text_layer import ClampedBertLayer
+
+
+def h_sigmoid(x: Tensor) -> Tensor:
+    """Hard sigmoid ``ReLU6(x + 3) / 6``."""
+    return F.relu6(x + 3.0) / 6.0
+
+
+class ModulatedDeformConv3x3(nn.Module):
+    """3x3 DCNv2 (padding 1) with bias; plain convolution when no offsets are given."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.stride = stride
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        bound = 1.0 / math.sqrt(in_channels * 9)
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def forward(self, x: Tensor, offset: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``x (B, C_in, H, W)``, ``offset (B, 18, H_out, W_out)``, ``mask (B, 9, H_out, W_out)`` → ``(B, C_out, H_out, W_out)``."""
+        if offset is None:
+            return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=1)
+        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=1, mask=mask)
+
+
+class ConvGN(nn.Module):
+    """A (deformable) 3x3 convolution followed by GroupNorm."""
+
+    def __init__(self, channels: int, stride: int, groups: int, deformable: bool) -> None:
+        super().__init__()
+        if deformable:
+            self.conv: nn.Module = ModulatedDeformConv3x3(channels, channels, stride)
+        else:
+            self.conv = nn.Conv2d(channels, channels, 3, stride=stride, padding=1)
+            nn.init.normal_(self.conv.weight, std=0.01)
+            nn.init.zeros_(self.conv.bias)
+        self.norm = nn.GroupNorm(groups, channels)
+        self.deformable = deformable
+
+    def forward(self, x: Tensor, offset: Tensor | None, mask: Tensor | None) -> Tensor:
+        """``(B, C, H, W)`` → ``(B, C, H', W')``."""
+        y = self.conv(x, offset, mask) if self.deformable else self.conv(x)
+        return self.norm(y)
+
+
+class DyReLU(nn.Module):
+    """Dynamic ReLU (K=2 with bias): ``max(x * a1 + b1, x * a2 + b2)`` with per-channel a, b from the pooled input."""
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        self.channels = channels
+        self.fc1 = nn.Linear(channels, channels // reduction)
+        self.fc2 = nn.Linear(channels // reduction, 4 * channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W)`` → ``(B, C, H, W)``."""
+        b, c = x.shape[:2]
+        y = h_sigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1).flatten(1)))))
+        a1, b1, a2, b2 = torch.split(y.view(b, 4 * c, 1, 1), c, dim=1)
+        a1 = (a1 - 0.5) * 2.0 + 1.0
+        a2 = (a2 - 0.5) * 2.0
+        return torch.maximum(x * a1 + (b1 - 0.5), x * a2 + (b2 - 0.5))
+
+
+def _prefix(t: Tensor, h: int, w: int) -> Tensor:
+    """Read a ``(B, K, H, W)`` map as the official kernel does for a smaller ``h x w`` output."""
+    b, k = t.shape[:2]
+    return t.reshape(b, -1)[:, : k * h * w].reshape(b, k, h, w)
+
+
+class DyConv(nn.Module):
+    """One DyHead step over all pyramid levels (see module docstring)."""
+
+    def __init__(
+        self,
+        channels: int,
+        groups: int = 16,
+        use_deform: bool = True,
+        use_dyrelu: bool = True,
+        use_scale_attention: bool = True,
+        coarse_offset_mode: str = "prefix",
+    ) -> None:
+        super().__init__()
+        # Index order of the official ModuleList: 0 = coarser level (up), 1 = same level, 2 = finer level (down).
+        self.convs = nn.ModuleList(
+            [ConvGN(channels, s, groups, use_deform) for s in (1, 1, 2)]
+        )
+        self.scale_attn = nn.Conv2d(channels, 1, kernel_size=1) if use_scale_attention else None
+        if self.scale_attn is not None:
+            nn.init.normal_(self.scale_attn.weight, std=0.01)
+            nn.init.zeros_(self.scale_attn.bias)
+        self.act: nn.Module = DyReLU(channels) if use_dyrelu else nn.ReLU()
+        self.offset = nn.Conv2d(channels, 27, kernel_size=3, padding=1) if use_deform else None
+        if coarse_offset_mode not in ("prefix", "own"):
+            raise ValueError(f"coarse_offset_mode={coarse_offset_mode!r}: use 'prefix' or 'own'")
+        self.coarse_offset_mode = coarse_offset_mode
+
+    def _offsets(self, feature: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        if self.offset is None:
+            return None, None
+        om = self.offset(feature)
+        return om[:, :18], om[:, 18:].sigmoid()
+
+    def forward(self, features: list[Tensor]) -> list[Tensor]:
+        """``L`` maps ``(B, C, H_l, W_l)`` → ``L`` maps of the same shapes."""
+        up_conv, mid_conv, down_conv = self.convs
+        outputs = []
+        for level, feature in enumerate(features):
+            offset, mask = self._offsets(feature)
+            branches = [mid_conv(feature, offset, mask)]
+            if level > 0:
+                branches.append(down_conv(features[level - 1], offset, mask))
+            if level < len(features) - 1:
+                coarse = features[level + 1]
+                h, w = coarse.shape[-2:]
+                if offset is None or mask is None:
+                    off_c, mask_c = None, None
+                elif self.coarse_offset_mode == "prefix":
+                    off_c, mask_c = _prefix(offset, h, w), _prefix(mask, h, w)
+                else:
+                    off_c, mask_c = self._offsets(coarse)
+                up = up_conv(coarse, off_c, mask_c)
+                branches.append(F.interpolate(up, size=feature.shape[-2:], mode="bilinear", align_corners=True))
+            stacked = torch.stack(branches)
+            if self.scale_attn is not None:
+                attn = torch.stack(
+                    [h_sigmoid(F.relu(self.scale_attn(F.adaptive_avg_pool2d(f, 1)))) for f in branches]
+                )
+                stacked = stacked * attn
+            outputs.append(stacked.mean(dim=0))
+        return [self.act(x) for x in outputs]
+
+
+class VLTowerBlock(nn.Module):
+    """``fusion → text layer → DyConv``; fusion and text layer are absent in a GLIP-T(A) tower."""
+
+    def __init__(self, fusion: FusionBlock | None, text_layer: ClampedBertLayer | None, dyconv: DyConv) -> None:
+        super().__init__()
+        self.fusion = fusion
+        self.text_layer = text_layer
+        self.dyconv = dyconv
+
+    def forward(
+        self, visual: list[Tensor], text: Tensor, text_mask: Tensor, pixel_mask: Tensor | None = None
+    ) -> tuple[list[Tensor], Tensor]:
+        """Visual maps ``(B, C, H_l, W_l)`` and text ``(B, T, D)`` → updated visual maps and text."""
+        if self.fusion is not None:
+            visual, text = self.fusion(visual, text, text_mask, pixel_mask)
+        if self.text_layer is not None:
+            text = self.text_layer(text, text_mask)
+        return self.dyconv(visual), text
+
+
+class VLTower(nn.Module):
+    """The stack of :class:`VLTowerBlock` s (6 in GLIP-T, 8 in GLIP-L)."""
+
+    def __init__(self, blocks: list[VLTowerBlock]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.gradient_checkpointing = False
+
+    def forward(
+        self, visual: list[Tensor], text: Tensor, text_mask: Tensor, pixel_mask: Tensor | None = None
+    ) -> tuple[list[Tensor], Tensor]:
+        """Run all blocks; shapes are preserved."""
+        for block in self.blocks:
+            if self.gradient_checkpointing and self.training:
+                n = len(visual)
+                out = torch.utils.checkpoint.checkpoint(
+                    lambda *args, blk=block: _flat_call(blk, n, *args),
+                    *visual, text, text_mask, pixel_mask, use_reentrant=False,
+                )
+                visual, text = list(out[:n]), out[n]
+            else:
+                visual, text = block(visual, text, text_mask, pixel_mask)
+        return visual, text
+
+
+def _flat_call(block: VLTowerBlock, n: int, *args: Tensor) -> tuple[Tensor, ...]:
+    visual, text, text_mask, pixel_mask = list(args[:n]), args[n], args[n + 1], args[n + 2]
+    new_visual, new_text = block(visual, text, text_mask, pixel_mask)
+    return (*new_visual, new_text)
+
+
+def level_pixel_mask(pixel_mask: Tensor, level_sizes: list[tuple[int, int]]) -> Tensor:
+    """Validity of every pyramid pixel from the image's pixel mask.
+
+    Args:
+        pixel_mask: ``(B, H, W)`` bool, True where the padded image holds real pixels.
+        level_sizes: ``(H_l, W_l)`` of each level.
+
+    Returns:
+        ``(B, sum_l H_l W_l)`` bool, flattened like :func:`glip.modeling.fusion.flatten_levels`.
+    """
+    maps = [
+        F.interpolate(pixel_mask[:, None].float(), size=s, mode="nearest")[:, 0] > 0.5 for s in level_sizes
+    ]
+    flat, _ = flatten_levels([m[:, None].float() for m in maps])
+    return flat[..., 0] > 0.5

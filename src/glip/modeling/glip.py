@@ -1,0 +1,249 @@
+"""GLIPModel: backbone + FPN, text encoder, VL DyHead tower, grounding head.
+
+The only place where a :class:`~glip.config.GLIPConfig` becomes module arguments. ``forward``
+takes tensors and returns one :class:`GLIPOutput` in both training and evaluation; losses live in
+the criterion and detections in :mod:`glip.modeling.postprocess`.
+
+The forward pass is split so that callers can reuse work: :meth:`GLIPModel.encode_image` (once
+per image), :meth:`GLIPModel.encode_text` (once per distinct prompt), and
+:meth:`GLIPModel.forward_features` (once per image-prompt pair, e.g. per vocabulary chunk).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from glip.config import GLIPConfig
+from glip.modeling.anchors import BoxCoder, grid_anchors
+from glip.modeling.backbone import build_vision_backbone
+from glip.modeling.dyhead import DyConv, VLTower, VLTowerBlock, level_pixel_mask
+from glip.modeling.fusion import FusionBlock
+from glip.modeling.head import GLIPHead
+from glip.modeling.language import TextEncoder, resolve_text_weights
+from glip.modeling.text_layer import ClampedBertLayer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TextFeatures:
+    """Output of the text encoder.
+
+    Attributes:
+        hidden: ``(batch, tokens, text_dim)`` last layer, padding positions not masked.
+        mask: ``(batch, tokens)`` attention mask (1 real, 0 padding).
+    """
+
+    hidden: Tensor
+    mask: Tensor
+
+    @property
+    def embedded(self) -> Tensor:
+        """``hidden`` with padding positions zeroed, ``(batch, tokens, text_dim)``."""
+        return self.hidden * self.mask.unsqueeze(-1).to(self.hidden.dtype)
+
+    def repeat(self, n: int) -> TextFeatures:
+        """Repeat a batch-1 prompt for ``n`` images."""
+        return TextFeatures(self.hidden.expand(n, -1, -1), self.mask.expand(n, -1))
+
+
+@dataclass
+class GLIPOutput:
+    """Everything the criterion and the post-processor need.
+
+    ``N = sum_l H_l W_l`` locations (P3 first, row-major), ``T`` token slots.
+
+    Attributes:
+        logits: ``(batch, N, T)`` region-word logits.
+        box_regression: ``(batch, N, 4)`` anchor deltas.
+        centerness: ``(batch, N)`` centerness logits.
+        anchors_xyxy: ``(N, 4)`` anchors in padded-image pixels.
+        level_sizes: ``(H_l, W_l)`` of each level.
+        text_embedding: ``(batch, T, text_dim)`` L2-normalised text used for the logits.
+        fused_text: ``(batch, T, text_dim)`` text after the tower (None without fusion).
+        fpn_features: the pre-fusion pyramid, ``L`` maps ``(batch, C, H_l, W_l)``.
+        tower_features: the tower's output pyramid, same shapes.
+    """
+
+    logits: Tensor
+    box_regression: Tensor
+    centerness: Tensor
+    anchors_xyxy: Tensor
+    level_sizes: list[tuple[int, int]]
+    text_embedding: Tensor
+    fused_text: Tensor | None
+    fpn_features: list[Tensor]
+    tower_features: list[Tensor]
+
+
+class GLIPModel(nn.Module):
+    """Grounded language-image model (GLIP-T, GLIP-L, GLIP-T(A) and small variants)."""
+
+    def __init__(self, config: GLIPConfig, load_pretrained_parts: bool = True) -> None:
+        """Build from a config.
+
+        Args:
+            config: the model description.
+            load_pretrained_parts: load the pretrained text encoder / CNN weights named by the config
+                (``text.weights``, ``vision.pretrained``). ``from_pretrained`` passes False because the
+                saved state dict overwrites them anyway.
+        """
+        super().__init__()
+        self.config = config
+        v, t, tw, h = config.vision, config.text, config.tower, config.head
+        sw = v.swin
+        self.backbone = build_vision_backbone(
+            v.backbone,
+            swin_embed_dim=sw.embed_dim,
+            swin_depths=tuple(sw.depths),
+            swin_num_heads=tuple(sw.num_heads),
+            swin_window_size=sw.window_size,
+            swin_mlp_ratio=sw.mlp_ratio,
+            swin_patch_size=sw.patch_size,
+            swin_drop_path_rate=sw.drop_path_rate,
+            pretrained=v.pretrained and load_pretrained_parts,
+            fpn_channels=v.fpn_channels,
+            fpn_p6_from_p5=v.fpn_p6_from_p5,
+        )
+        self.text_encoder = TextEncoder(
+            hidden_size=t.hidden_size,
+            num_hidden_layers=t.num_hidden_layers,
+            num_attention_heads=t.num_attention_heads,
+            intermediate_size=t.intermediate_size,
+            vocab_size=t.vocab_size,
+            max_position_embeddings=t.max_position_embeddings,
+            type_vocab_size=t.type_vocab_size,
+            layer_norm_eps=t.layer_norm_eps,
+            hidden_act=t.hidden_act,
+            hidden_dropout_prob=t.hidden_dropout_prob,
+            attention_probs_dropout_prob=t.attention_probs_dropout_prob,
+        )
+        if t.weights is not None and load_pretrained_parts:
+            self.text_encoder.load_pretrained(resolve_text_weights(t.weights))
+
+        blocks = []
+        for i in range(tw.num_blocks):
+            fusion = text_layer = None
+            if tw.early_fusion:
+                fusion = FusionBlock(
+                    tw.channels, t.hidden_size, tw.fusion_embed_dim, tw.fusion_heads, tw.fusion_dropout,
+                    config.layer_scale_init, tw.clamp_value, tw.fusion_residual_on_normed,
+                )
+                # The last block's text layer only exists when its output feeds the logits.
+                if i < tw.num_blocks - 1 or tw.fused_text_for_logits:
+                    text_layer = ClampedBertLayer(
+                        t.hidden_size, t.num_attention_heads, t.intermediate_size, t.layer_norm_eps,
+                        t.hidden_act, t.hidden_dropout_prob, t.attention_probs_dropout_prob, tw.clamp_value,
+                    )
+            dyconv = DyConv(
+                tw.channels, tw.group_norm_groups, tw.use_deform, tw.use_dyrelu, tw.use_scale_attention,
+                tw.coarse_offset_mode,
+            )
+            blocks.append(VLTowerBlock(fusion, text_layer, dyconv))
+        self.tower = VLTower(blocks)
+        self.head = GLIPHead(
+            tw.channels, t.hidden_size, len(h.anchor_strides), h.prior_prob, h.log_scale_init,
+            h.text_input_scale, tw.clamp_value,
+        )
+        self.box_coder = BoxCoder(tuple(h.box_coder_weights), h.bbox_xform_clip, h.legacy_plus_one)
+        self._anchor_strides = tuple(h.anchor_strides)
+        self._anchor_scale = h.anchor_scale
+        self._legacy_plus_one = h.legacy_plus_one
+        self._fused_text_for_logits = tw.fused_text_for_logits
+        self._mask_text_to_image = tw.mask_text_to_image
+        self._anchor_cache: dict[tuple, Tensor] = {}
+
+    # ------------------------------------------------------------------ pieces
+    def encode_image(self, pixel_values: Tensor) -> list[Tensor]:
+        """Backbone + FPN: ``(batch, 3, H, W)`` → P3..P7, each ``(batch, C, H_l, W_l)``."""
+        return self.backbone(pixel_values)
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
+        """Text encoder: ``(batch, tokens)`` ids and mask → :class:`TextFeatures`."""
+        return TextFeatures(self.text_encoder(input_ids, attention_mask), attention_mask)
+
+    def anchors(self, level_sizes: list[tuple[int, int]], device: torch.device) -> Tensor:
+        """``(N, 4)`` anchors for these level sizes (cached)."""
+        key = (tuple(level_sizes), str(device))
+        if key not in self._anchor_cache:
+            self._anchor_cache[key] = grid_anchors(
+                level_sizes, self._anchor_strides, self._anchor_scale, self._legacy_plus_one, device
+            )
+        return self._anchor_cache[key]
+
+    def forward_features(
+        self, fpn_features: list[Tensor], text: TextFeatures, pixel_mask: Tensor | None = None
+    ) -> GLIPOutput:
+        """Tower + head on pre-computed image and text features (batch sizes must agree).
+
+        Args:
+            fpn_features: P3..P7 from :meth:`encode_image`.
+            text: from :meth:`encode_text` (use :meth:`TextFeatures.repeat` for one prompt, many images).
+            pixel_mask: ``(batch, H, W)`` bool validity of the padded image; used only when the
+                config masks the text→image attention (off in the official models).
+        """
+        level_sizes = [(f.shape[-2], f.shape[-1]) for f in fpn_features]
+        flat_mask = None
+        if self._mask_text_to_image and pixel_mask is not None:
+            flat_mask = level_pixel_mask(pixel_mask, level_sizes)
+        tower_feats, fused = self.tower(fpn_features, text.hidden, text.mask, flat_mask)
+        if self._fused_text_for_logits:
+            lang = fused
+        else:
+            lang = text.embedded
+        emb, proj, bias = self.head.text_queries(lang)
+        logits = self.head.grounding_logits(tower_feats, proj, bias)
+        box_regression, centerness = self.head.box_outputs(tower_feats)
+        return GLIPOutput(
+            logits=logits,
+            box_regression=box_regression,
+            centerness=centerness,
+            anchors_xyxy=self.anchors(level_sizes, logits.device),
+            level_sizes=level_sizes,
+            text_embedding=emb,
+            fused_text=fused if self.config.tower.early_fusion else None,
+            fpn_features=fpn_features,
+            tower_features=tower_feats,
+        )
+
+    def forward(
+        self,
+        pixel_values: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        pixel_mask: Tensor | None = None,
+    ) -> GLIPOutput:
+        """Full model.
+
+        Args:
+            pixel_values: ``(batch, 3, H, W)`` normalised, padded images.
+            input_ids: ``(batch, tokens)`` prompt token ids.
+            attention_mask: ``(batch, tokens)``.
+            pixel_mask: optional ``(batch, H, W)`` bool, True on real (unpadded) pixels.
+        """
+        return self.forward_features(
+            self.encode_image(pixel_values), self.encode_text(input_ids, attention_mask), pixel_mask
+        )
+
+    # ------------------------------------------------------------------ persistence
+    @classmethod
+    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> GLIPModel:
+        """Load a saved model folder (``config.json`` + ``model.safetensors``) or an official ``.pth``."""
+        from glip.checkpoints import load_model
+
+        return load_model(path, map_location=map_location)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) into ``folder``."""
+        from glip.checkpoints import save_model
+
+        save_model(self, folder)
+
+    def num_parameters(self) -> int:
+        """Number of parameters (buffers excluded)."""
+        return sum(p.numel() for p in self.parameters())

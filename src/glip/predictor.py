@@ -1,0 +1,181 @@
+"""The high-level "image + text → detections" object used by the CLI and the server.
+
+* Class lists of any length: names are packed into as many 256-token prompts as needed
+  (:func:`glip.text.chunk_vocabulary`); the image is encoded once and the tower + head run once per
+  chunk; each chunk's detections keep global class ids, are concatenated (no cross-chunk NMS, as
+  the official LVIS evaluation does) and the best ``max_detections`` are returned.
+* Captions: noun phrases become the entities (or pass a :class:`~glip.text.Prompt`).
+* Text features are computed once per distinct prompt and shared by every image of the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from glip.errors import GLIPError, PromptError
+from glip.modeling.glip import GLIPModel, TextFeatures
+from glip.processing import GLIPInputs, GLIPProcessor, load_image
+from glip.structures import Detections
+from glip.text import Prompt, caption_prompt, chunk_vocabulary, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None → CUDA when available, else CPU.
+
+    Raises:
+        GLIPError: if CUDA is asked for but not available.
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GLIPError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+def merge_detections(parts: list[Detections], max_detections: int) -> Detections:
+    """Concatenate per-chunk detections of one image and keep the ``max_detections`` best."""
+    if len(parts) == 1:
+        return parts[0]  # already capped by the post-processor (official tie rule)
+    boxes = torch.cat([p.boxes_xyxy for p in parts])
+    scores = torch.cat([p.scores for p in parts])
+    labels = torch.cat([p.labels for p in parts])
+    names = [n for p in parts for n in p.label_names]
+    order = scores.argsort(descending=True, stable=True)[:max_detections]
+    return Detections(boxes[order], scores[order], labels[order], [names[i] for i in order.tolist()], parts[0].image_size)
+
+
+class GLIPPredictor:
+    """Runs a :class:`GLIPModel` on images with class lists or captions.
+
+    Args:
+        model: the model (moved to ``device`` and put in eval mode).
+        processor: matching processor (``GLIPProcessor.from_config(model.config)`` by default).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        max_detections: detections kept per image after merging vocabulary chunks.
+        max_classes_per_chunk: optional cap on classes per prompt chunk (the official LVIS protocol uses 40).
+    """
+
+    def __init__(
+        self,
+        model: GLIPModel,
+        processor: GLIPProcessor | None = None,
+        device: str | torch.device | None = "auto",
+        max_detections: int | None = None,
+        max_classes_per_chunk: int | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.processor = processor or GLIPProcessor.from_config(model.config)
+        self.max_detections = max_detections or model.config.postprocess.detections_per_image
+        self.max_classes_per_chunk = max_classes_per_chunk
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = "auto", **kwargs: object) -> GLIPPredictor:
+        """Load a model folder (its tokenizer files included) or an official ``.pth``."""
+        model = GLIPModel.from_pretrained(path)
+        folder = Path(path)
+        tokenizer = load_tokenizer(str(folder)) if folder.is_dir() and (folder / "tokenizer.json").is_file() else None
+        processor = GLIPProcessor.from_config(model.config, tokenizer=tokenizer)
+        return cls(model, processor, device, **kwargs)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ prompts
+    def prompts_for(self, classes: Sequence[str] | None = None, prompt: str | Prompt | None = None) -> list[Prompt]:
+        """The prompt chunks for a class list, or the single prompt of a caption.
+
+        Raises:
+            PromptError: if neither or both are given, or the text is empty / too long.
+        """
+        if (classes is None) == (prompt is None):
+            raise PromptError("give either class names or a prompt (caption), not both and not neither")
+        if classes is not None:
+            names = [c for c in classes]
+            return chunk_vocabulary(
+                self.processor.tokenizer, names, max_len=self.processor.max_query_len,
+                max_classes_per_chunk=self.max_classes_per_chunk,
+            )
+        return [prompt if isinstance(prompt, Prompt) else caption_prompt(prompt)]  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ inference
+    @torch.inference_mode()
+    def predict(
+        self,
+        images: Sequence[Image.Image | str | Path] | Image.Image | str | Path,
+        classes: Sequence[str] | None = None,
+        prompt: str | Prompt | None = None,
+        threshold: float = 0.0,
+        batch_size: int = 1,
+    ) -> list[Detections]:
+        """Detect what the text names in each image.
+
+        Args:
+            images: PIL images or paths (one or many).
+            classes: class names (any number: long vocabularies are chunked).
+            prompt: a caption (its noun phrases are grounded) or a :class:`Prompt`.
+            threshold: drop detections scoring below this.
+            batch_size: images per forward pass (the official evaluation uses 1: padding to a
+                common size changes the numbers slightly).
+
+        Returns:
+            One :class:`Detections` per image, in original-image pixels, best first.
+        """
+        if isinstance(images, (Image.Image, str, Path)):
+            images = [images]
+        chunks = self.prompts_for(classes, prompt)
+        results: list[Detections] = []
+        for batch in _batches(list(images), batch_size):
+            pil = [im if isinstance(im, Image.Image) else load_image(im) for im in batch]
+            results.extend(self._predict_batch(pil, chunks))
+        return [r.above(threshold) if threshold > 0 else r for r in results]
+
+    def iter_predict(
+        self, paths: Sequence[str | Path], classes: Sequence[str] | None = None, prompt: str | Prompt | None = None,
+        threshold: float = 0.0,
+    ) -> Iterator[tuple[Path, Image.Image, Detections]]:
+        """Yield ``(path, image, detections)`` one image at a time (for progress bars and streaming)."""
+        chunks = self.prompts_for(classes, prompt)
+        for path in paths:
+            image = load_image(path)
+            with torch.inference_mode():
+                det = self._predict_batch([image], chunks)[0]
+            yield Path(path), image, (det.above(threshold) if threshold > 0 else det)
+
+    def _predict_batch(self, images: list[Image.Image], chunks: list[Prompt]) -> list[Detections]:
+        first = self.processor(images, chunks[0]).to(self.device)
+        features = self.model.encode_image(first.pixel_values)
+        per_image: list[list[Detections]] = [[] for _ in images]
+        for i, chunk in enumerate(chunks):
+            inputs = first if i == 0 else _with_prompt(self.processor, first, chunk, self.device)
+            text = self._encode_text(inputs)
+            out = self.model.forward_features(features, text, inputs.pixel_mask)
+            for j, det in enumerate(self.processor.post_process(out, inputs)):
+                per_image[j].append(det)
+        return [merge_detections(parts, self.max_detections) for parts in per_image]
+
+    def _encode_text(self, inputs: GLIPInputs) -> TextFeatures:
+        # Every image of the batch shares the prompt: encode it once and broadcast.
+        one = self.model.encode_text(inputs.input_ids[:1], inputs.attention_mask[:1])
+        return one.repeat(inputs.input_ids.shape[0])
+
+
+def _with_prompt(processor: GLIPProcessor, base: GLIPInputs, prompt: Prompt, device: torch.device) -> GLIPInputs:
+    n = base.pixel_values.shape[0]
+    ids, mask, maps = processor.encode_prompts([prompt] * n)
+    return GLIPInputs(
+        base.pixel_values, base.pixel_mask, ids.to(device), mask.to(device), base.image_sizes,
+        base.original_sizes, maps, [prompt] * n,
+    )
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    if size < 1:
+        raise GLIPError(f"batch size must be at least 1, got {size}")
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,112 @@
+"""Small typed containers shared across the package, and box-format helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Detections:
+    """Detections of one image, sorted by decreasing score.
+
+    Attributes:
+        boxes_xyxy: ``(K, 4)`` float boxes in original-image pixels (official +1 convention:
+            a box covers pixels ``x1..x2`` inclusive).
+        scores: ``(K,)`` in [0, 1] (``sqrt(p * centerness)``).
+        labels: ``(K,)`` int64 label ids (global class ids for detection prompts, phrase index for
+            grounding prompts).
+        label_names: ``K`` strings: the class name or phrase of each detection.
+        image_size: ``(height, width)`` of the original image.
+    """
+
+    boxes_xyxy: Tensor
+    scores: Tensor
+    labels: Tensor
+    label_names: list[str] = field(default_factory=list)
+    image_size: tuple[int, int] = (0, 0)
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def __getitem__(self, index: Tensor | slice) -> Detections:
+        """Select detections with a boolean mask, an index tensor, or a slice."""
+        if isinstance(index, slice):
+            idx = list(range(len(self)))[index]
+        else:
+            idx = index.nonzero().flatten().tolist() if index.dtype == torch.bool else index.flatten().tolist()
+        sel = torch.as_tensor(idx, dtype=torch.long, device=self.scores.device)
+        return Detections(
+            self.boxes_xyxy[sel],
+            self.scores[sel],
+            self.labels[sel],
+            [self.label_names[i] for i in idx],
+            self.image_size,
+        )
+
+    def above(self, threshold: float) -> Detections:
+        """Only the detections scoring at least ``threshold``."""
+        return self[self.scores >= threshold]
+
+    def to(self, device: torch.device | str) -> Detections:
+        """Move the tensors to ``device``."""
+        return Detections(
+            self.boxes_xyxy.to(device), self.scores.to(device), self.labels.to(device),
+            list(self.label_names), self.image_size,
+        )
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """JSON-ready records ``{"box_xyxy", "score", "label", "label_name"}``."""
+        boxes = self.boxes_xyxy.detach().cpu().tolist()
+        scores = self.scores.detach().cpu().tolist()
+        labels = self.labels.detach().cpu().tolist()
+        return [
+            {"box_xyxy": [round(c, 2) for c in b], "score": round(s, 4), "label": int(lab), "label_name": name}
+            for b, s, lab, name in zip(boxes, scores, labels, self.label_names, strict=True)
+        ]
+
+
+def xyxy_to_xywh(boxes_xyxy: Tensor, legacy_plus_one: bool = True) -> Tensor:
+    """``(K, 4)`` xyxy → COCO xywh; the official COCO export uses ``w = x2 - x1 + 1``."""
+    one = 1.0 if legacy_plus_one else 0.0
+    x1, y1, x2, y2 = boxes_xyxy.unbind(-1)
+    return torch.stack((x1, y1, x2 - x1 + one, y2 - y1 + one), dim=-1)
+
+
+def xywh_to_xyxy(boxes_xywh: Tensor, legacy_plus_one: bool = True) -> Tensor:
+    """COCO ``(K, 4)`` xywh → xyxy; the official data loader uses ``x2 = x + w - 1``."""
+    one = 1.0 if legacy_plus_one else 0.0
+    x, y, w, h = boxes_xywh.unbind(-1)
+    return torch.stack((x, y, x + w - one, y + h - one), dim=-1)
+
+
+@dataclass
+class EntityMap:
+    """What each scored entity of a prompt is, and which tokens carry it.
+
+    Built by the processor from a prompt; read by the post-processor.
+
+    Attributes:
+        token_ids: per entity, the token positions (``[CLS]`` is position 0) whose probabilities
+            are aggregated into the entity's score. An empty list means the entity could not be
+            located in the tokenised prompt; it then never scores.
+        label_ids: per entity, the id reported in :attr:`Detections.labels` (global class id).
+        names: per entity, the class name or phrase reported in :attr:`Detections.label_names`.
+    """
+
+    token_ids: list[list[int]]
+    label_ids: list[int]
+    names: list[str]
+
+    def __post_init__(self) -> None:
+        if not len(self.token_ids) == len(self.label_ids) == len(self.names):
+            raise ValueError(
+                f"EntityMap fields disagree in length: {len(self.token_ids)} token lists, "
+                f"{len(self.label_ids)} label ids, {len(self.names)} names"
+            )
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
