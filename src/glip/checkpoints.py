@@ -87,6 +87,8 @@ def official_key_to_ours(key: str, early_fusion: bool) -> str | None:
         early_fusion: the official tower interleaves ``[VLFuse, BertEncoderLayer, DyConv]`` (GLIP-T/L);
             without fusion (GLIP-T(A)) every tower index is a DyConv.
     """
+    if is_ignored_official_key(key):
+        return None
     if key.startswith("backbone.body."):
         return key
     if m := re.fullmatch(r"backbone\.fpn\.(fpn_inner\d|fpn_layer\d|top_blocks\.p[67])\.(weight|bias)", key):
@@ -190,6 +192,7 @@ def infer_config(state: dict[str, Tensor]) -> GLIPConfig:
         word = state["language_backbone.body.model.embeddings.word_embeddings.weight"]
         n_text = len({int(m[1]) for k in state if (m := re.match(r"language_backbone\.body\.model\.encoder\.layer\.(\d+)\.", k))})
         inter = state["language_backbone.body.model.encoder.layer.0.intermediate.dense.weight"].shape[0]
+        fpn_channels = state["backbone.fpn.fpn_inner2.weight"].shape[0]
     except KeyError as e:
         raise CheckpointError(f"not an official GLIP (Swin + BERT) checkpoint: key {e} is missing") from e
     tower_idx = {int(m[1]) for k in state if (m := re.match(r"rpn\.head\.dyhead_tower\.(\d+)\.", k))}
@@ -202,7 +205,12 @@ def infer_config(state: dict[str, Tensor]) -> GLIPConfig:
                       drop_path_rate=0.4 if embed >= 192 else 0.2)
     text = TextConfig(hidden_size=hidden, num_hidden_layers=n_text, num_attention_heads=max(1, hidden // 64),
                       intermediate_size=inter, vocab_size=word.shape[0])
-    tower = TowerConfig(num_blocks=num_blocks, early_fusion=early, fused_text_for_logits=fused)
+    fusion_dim = state["rpn.head.dyhead_tower.0.b_attn.attn.v_proj.weight"].shape[0] if early else 2048
+    # Head counts and GroupNorm groups leave no trace in the shapes: the official values are fixed.
+    tower = TowerConfig(
+        num_blocks=num_blocks, channels=fpn_channels, early_fusion=early, fused_text_for_logits=fused,
+        fusion_embed_dim=fusion_dim,
+    )
     if early and embed == 96 and num_blocks == 6:
         preset = "glip_t"
     elif early and embed == 192 and num_blocks == 8:
@@ -212,7 +220,8 @@ def infer_config(state: dict[str, Tensor]) -> GLIPConfig:
     else:
         preset = "custom"
     try:
-        return GLIPConfig(vision=VisionConfig(swin=swin), text=text, tower=tower, preset=preset)
+        vision = VisionConfig(swin=swin, fpn_channels=fpn_channels)
+        return GLIPConfig(vision=vision, text=text, tower=tower, preset=preset)
     except ConfigError as e:
         raise CheckpointError(f"the checkpoint's architecture is not a valid GLIP config: {e}") from e
 
