@@ -6,6 +6,8 @@ descriptions of the same checkpoint. Returns ``{official key (no "module."): sha
 
 from __future__ import annotations
 
+import torch
+
 
 def official_state_shapes(
     embed: int, depths, heads, window: int, fpn: int, text_dim: int, text_layers: int, text_inter: int,
@@ -134,3 +136,21 @@ def shapes_for_config(cfg) -> dict[str, tuple[int, ...]]:
         sw.embed_dim, sw.depths, sw.num_heads, sw.window_size, cfg.vision.fpn_channels, t.hidden_size,
         t.num_hidden_layers, t.intermediate_size, t.vocab_size, tw.num_blocks, tw.early_fusion, tw.fusion_embed_dim,
     )
+
+
+def write_official_checkpoint(cfg, path, with_extras=True):
+    """An official-format file: unique constant per tensor so we can trace where each one lands."""
+    shapes = shapes_for_config(cfg)
+    model = {}
+    for i, (k, shape) in enumerate(sorted(shapes.items())):
+        if k.endswith("relative_position_index"):
+            w = cfg.vision.swin.window_size
+            model["module." + k] = torch.randint(0, (2 * w - 1) ** 2, shape)
+        else:
+            model["module." + k] = torch.full(shape, float(i))
+    blob = {"model": model}
+    if with_extras:
+        blob.update({"optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}, "scheduler": {"last_epoch": 3},
+                     "iteration": 1000, "model_ema": {k: v.clone() for k, v in list(model.items())[:3]}})
+    torch.save(blob, path)
+    return model

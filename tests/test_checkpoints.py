@@ -16,33 +16,15 @@ from glip.checkpoints import (
 from glip.config import GLIPConfig
 from glip.errors import CheckpointError
 from glip.modeling.glip import GLIPModel
-from official_keys import shapes_for_config
+from official_keys import shapes_for_config, write_official_checkpoint
 
 IGNORED = ("cls_logits", "cell_anchors", "position_ids")
-
-
-def _official_checkpoint(cfg, path, with_extras=True):
-    """An official-format file: unique constant per tensor so we can trace where each one lands."""
-    shapes = shapes_for_config(cfg)
-    model = {}
-    for i, (k, shape) in enumerate(sorted(shapes.items())):
-        if k.endswith("relative_position_index"):
-            w = cfg.vision.swin.window_size
-            model["module." + k] = torch.randint(0, (2 * w - 1) ** 2, shape)
-        else:
-            model["module." + k] = torch.full(shape, float(i))
-    blob = {"model": model}
-    if with_extras:
-        blob.update({"optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}, "scheduler": {"last_epoch": 3},
-                     "iteration": 1000, "model_ema": {k: v.clone() for k, v in list(model.items())[:3]}})
-    torch.save(blob, path)
-    return model
 
 
 @pytest.mark.parametrize("preset", ["tiny", "tiny_a"])
 def test_official_checkpoint_loads_with_nothing_missing_or_unexpected(tmp_path, preset):
     cfg = GLIPConfig.from_preset(preset)
-    official = _official_checkpoint(cfg, tmp_path / "ckpt.pth")
+    official = write_official_checkpoint(cfg, tmp_path / "ckpt.pth")
     model, report = load_official(tmp_path / "ckpt.pth", cfg)
     assert report.missing == []
     assert report.unexpected == []
@@ -94,7 +76,7 @@ def test_full_size_official_layout_matches_our_shapes(preset):
 def test_infer_config_recognises_presets(tmp_path):
     for preset in ("tiny", "tiny_a"):
         cfg = GLIPConfig.from_preset(preset)
-        _official_checkpoint(cfg, tmp_path / "c.pth", with_extras=False)
+        write_official_checkpoint(cfg, tmp_path / "c.pth", with_extras=False)
         got = infer_config(read_official_checkpoint(tmp_path / "c.pth"))
         assert got.vision.swin == cfg.vision.swin.__class__(**{**cfg.vision.swin.__dict__, "drop_path_rate": 0.2})
         assert got.tower.num_blocks == cfg.tower.num_blocks
@@ -103,7 +85,7 @@ def test_infer_config_recognises_presets(tmp_path):
 
 
 def test_shape_mismatch_is_a_clear_error(tmp_path):
-    _official_checkpoint(GLIPConfig.tiny(), tmp_path / "c.pth")
+    write_official_checkpoint(GLIPConfig.tiny(), tmp_path / "c.pth")
     wrong = GLIPConfig.tiny().replace(**{"tower.fusion_embed_dim": 32})
     with pytest.raises(CheckpointError, match="do not fit the model"):
         load_official(tmp_path / "c.pth", wrong)
@@ -137,6 +119,6 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_official_pth_loads_through_from_pretrained(tmp_path):
     cfg = GLIPConfig.tiny()
-    _official_checkpoint(cfg, tmp_path / "c.pth")
+    write_official_checkpoint(cfg, tmp_path / "c.pth")
     model = GLIPModel.from_pretrained(tmp_path / "c.pth")
     assert model.config.tower.num_blocks == cfg.tower.num_blocks
