@@ -10,8 +10,19 @@ import torch
 
 
 def official_state_shapes(
-    embed: int, depths, heads, window: int, fpn: int, text_dim: int, text_layers: int, text_inter: int,
-    vocab: int, num_blocks: int, early_fusion: bool, fusion_dim: int, cls_outputs: int = 80,
+    embed: int,
+    depths,
+    heads,
+    window: int,
+    fpn: int,
+    text_dim: int,
+    text_layers: int,
+    text_inter: int,
+    vocab: int,
+    num_blocks: int,
+    early_fusion: bool,
+    fusion_dim: int,
+    cls_outputs: int = 80,
 ) -> dict[str, tuple[int, ...]]:
     s: dict[str, tuple[int, ...]] = {}
     b = "backbone.body."
@@ -19,7 +30,7 @@ def official_state_shapes(
     s[b + "patch_embed.proj.bias"] = (embed,)
     s[b + "patch_embed.norm.weight"] = (embed,)
     s[b + "patch_embed.norm.bias"] = (embed,)
-    for st, (depth, nh) in enumerate(zip(depths, heads)):
+    for st, (depth, nh) in enumerate(zip(depths, heads, strict=True)):
         c = embed * 2**st
         for blk in range(depth):
             p = f"{b}layers.{st}.blocks.{blk}."
@@ -44,7 +55,7 @@ def official_state_shapes(
         s[f"{b}norm{i}.weight"] = (embed * 2**i,)
         s[f"{b}norm{i}.bias"] = (embed * 2**i,)
     f = "backbone.fpn."
-    for i, st in zip((2, 3, 4), (1, 2, 3)):
+    for i, st in zip((2, 3, 4), (1, 2, 3), strict=True):
         s[f"{f}fpn_inner{i}.weight"] = (fpn, embed * 2**st, 1, 1)
         s[f"{f}fpn_inner{i}.bias"] = (fpn,)
         s[f"{f}fpn_layer{i}.weight"] = (fpn, fpn, 3, 3)
@@ -72,8 +83,12 @@ def official_state_shapes(
                 s[a + n + ".weight"] = (d,)
                 s[a + n + ".bias"] = (d,)
             for n, (o, i_) in {
-                "v_proj": (fusion_dim, fpn), "l_proj": (fusion_dim, text_dim), "values_v_proj": (fusion_dim, fpn),
-                "values_l_proj": (fusion_dim, text_dim), "out_v_proj": (fpn, fusion_dim), "out_l_proj": (text_dim, fusion_dim),
+                "v_proj": (fusion_dim, fpn),
+                "l_proj": (fusion_dim, text_dim),
+                "values_v_proj": (fusion_dim, fpn),
+                "values_l_proj": (fusion_dim, text_dim),
+                "out_v_proj": (fpn, fusion_dim),
+                "out_l_proj": (text_dim, fusion_dim),
             }.items():
                 s[a + f"attn.{n}.weight"] = (o, i_)
                 s[a + f"attn.{n}.bias"] = (o,)
@@ -133,8 +148,18 @@ def shapes_for_config(cfg) -> dict[str, tuple[int, ...]]:
     """Official layout with the sizes of a glip.config.GLIPConfig."""
     sw, t, tw = cfg.vision.swin, cfg.text, cfg.tower
     return official_state_shapes(
-        sw.embed_dim, sw.depths, sw.num_heads, sw.window_size, cfg.vision.fpn_channels, t.hidden_size,
-        t.num_hidden_layers, t.intermediate_size, t.vocab_size, tw.num_blocks, tw.early_fusion, tw.fusion_embed_dim,
+        sw.embed_dim,
+        sw.depths,
+        sw.num_heads,
+        sw.window_size,
+        cfg.vision.fpn_channels,
+        t.hidden_size,
+        t.num_hidden_layers,
+        t.intermediate_size,
+        t.vocab_size,
+        tw.num_blocks,
+        tw.early_fusion,
+        tw.fusion_embed_dim,
     )
 
 
@@ -150,7 +175,13 @@ def write_official_checkpoint(cfg, path, with_extras=True):
             model["module." + k] = torch.full(shape, float(i))
     blob = {"model": model}
     if with_extras:
-        blob.update({"optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}, "scheduler": {"last_epoch": 3},
-                     "iteration": 1000, "model_ema": {k: v.clone() for k, v in list(model.items())[:3]}})
+        blob.update(
+            {
+                "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
+                "scheduler": {"last_epoch": 3},
+                "iteration": 1000,
+                "model_ema": {k: v.clone() for k, v in list(model.items())[:3]},
+            }
+        )
     torch.save(blob, path)
     return model

@@ -11,8 +11,23 @@ from glip.cli import main
 
 def test_predict_writes_json_and_picture(tiny_model_dir, sample_image, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["predict", str(sample_image), "--classes", "raccoon,dog", "--model", str(tiny_model_dir),
-                 "--threshold", "0.1", "--out-dir", str(out), "--device", "cpu", "-q"])
+    code = main(
+        [
+            "predict",
+            str(sample_image),
+            "--classes",
+            "raccoon,dog",
+            "--model",
+            str(tiny_model_dir),
+            "--threshold",
+            "0.1",
+            "--out-dir",
+            str(out),
+            "--device",
+            "cpu",
+            "-q",
+        ]
+    )
     assert code == 0
     record = json.loads((out / "raccoon-72.json").read_text())
     assert record["width"] == 384 and record["height"] == 288
@@ -35,8 +50,21 @@ def test_predict_folder_with_caption_prompt(tiny_model_dir, sample_image, tmp_pa
     (folder / "a.jpg").write_bytes(sample_image.read_bytes())
     (folder / "b.jpg").write_bytes(sample_image.read_bytes())
     (folder / "notes.txt").write_text("not an image")
-    code = main(["predict", str(folder), "--prompt", "two raccoons sitting on a road", "--model",
-                 str(tiny_model_dir), "--out-dir", str(tmp_path / "o"), "-q", "--threshold", "0.1"])
+    code = main(
+        [
+            "predict",
+            str(folder),
+            "--prompt",
+            "two raccoons sitting on a road",
+            "--model",
+            str(tiny_model_dir),
+            "--out-dir",
+            str(tmp_path / "o"),
+            "-q",
+            "--threshold",
+            "0.1",
+        ]
+    )
     assert code == 0
     record = json.loads((tmp_path / "o" / "a.json").read_text())
     assert {d["label_name"] for d in record["detections"]} <= {"two raccoons", "a road"}
@@ -65,26 +93,40 @@ def test_bad_inputs_end_with_one_line_error(args, message, tiny_model_dir, sampl
 def test_unreadable_image_is_an_error(tiny_model_dir, tmp_path, capsys):
     bad = tmp_path / "bad.jpg"
     bad.write_text("garbage")
-    code = main(["predict", str(bad), "--classes", "cat", "--model", str(tiny_model_dir), "--out-dir", str(tmp_path), "-q"])
+    code = main(
+        ["predict", str(bad), "--classes", "cat", "--model", str(tiny_model_dir), "--out-dir", str(tmp_path), "-q"]
+    )
     assert code == 1
     assert "cannot read image" in capsys.readouterr().err
 
 
 def test_console_script_runs_as_a_process(tiny_model_dir, sample_image, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "glip.cli", "predict", str(sample_image), "--classes", "raccoon", "--model",
-         str(tiny_model_dir / "missing"), "--out-dir", str(tmp_path)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "glip.cli",
+            "predict",
+            str(sample_image),
+            "--classes",
+            "raccoon",
+            "--model",
+            str(tiny_model_dir / "missing"),
+            "--out-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 
 def test_convert_official_checkpoint(tmp_path, capsys):
-    from official_keys import write_official_checkpoint
-
     from glip.config import GLIPConfig
     from glip.modeling.glip import GLIPModel
+    from official_keys import write_official_checkpoint
 
     write_official_checkpoint(GLIPConfig.tiny(), tmp_path / "official.pth")
     assert main(["convert", str(tmp_path / "official.pth"), str(tmp_path / "converted")]) == 0

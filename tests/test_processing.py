@@ -37,7 +37,9 @@ def test_bgr255_normalisation_of_a_constant_image():
 
 
 def test_rgb_normalisation():
-    proc = GLIPProcessor(min_size=32, max_size=64, input_format="rgb", pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5))
+    proc = GLIPProcessor(
+        min_size=32, max_size=64, input_format="rgb", pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5)
+    )
     x, _, _ = proc.transform_image(Image.new("RGB", (32, 32), (255, 0, 51)))
     assert torch.allclose(x[:, 0, 0], torch.tensor([1.0, -1.0, 51 / 255 * 2 - 1]), atol=1e-5)
 

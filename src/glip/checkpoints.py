@@ -74,9 +74,16 @@ _HEAD = {
     "bias_lang": "head.bias_lang",
     "bias0": "head.bias0",
 }
-_FPN = {"fpn_inner2": "inner_blocks.0", "fpn_inner3": "inner_blocks.1", "fpn_inner4": "inner_blocks.2",
-        "fpn_layer2": "layer_blocks.0", "fpn_layer3": "layer_blocks.1", "fpn_layer4": "layer_blocks.2",
-        "top_blocks.p6": "p6", "top_blocks.p7": "p7"}
+_FPN = {
+    "fpn_inner2": "inner_blocks.0",
+    "fpn_inner3": "inner_blocks.1",
+    "fpn_inner4": "inner_blocks.2",
+    "fpn_layer2": "layer_blocks.0",
+    "fpn_layer3": "layer_blocks.1",
+    "fpn_layer4": "layer_blocks.2",
+    "top_blocks.p6": "p6",
+    "top_blocks.p7": "p7",
+}
 
 
 def official_key_to_ours(key: str, early_fusion: bool) -> str | None:
@@ -151,7 +158,7 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
         raise CheckpointError(f"checkpoint {p} does not exist")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem becomes one clear message
+    except Exception as e:
         raise CheckpointError(
             f"cannot read {p} as a weights-only PyTorch checkpoint ({type(e).__name__}: {e}); "
             "glip never unpickles arbitrary objects"
@@ -186,11 +193,15 @@ def infer_config(state: dict[str, Tensor]) -> GLIPConfig:
             len({int(m[1]) for k in state if (m := re.match(rf"backbone\.body\.layers\.{s}\.blocks\.(\d+)\.", k))})
             for s in range(4)
         )
-        heads = tuple(state[f"backbone.body.layers.{s}.blocks.0.attn.relative_position_bias_table"].shape[1] for s in range(4))
+        heads = tuple(
+            state[f"backbone.body.layers.{s}.blocks.0.attn.relative_position_bias_table"].shape[1] for s in range(4)
+        )
         table = state["backbone.body.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]
-        window = (int(round(table**0.5)) + 1) // 2
+        window = (round(table**0.5) + 1) // 2
         word = state["language_backbone.body.model.embeddings.word_embeddings.weight"]
-        n_text = len({int(m[1]) for k in state if (m := re.match(r"language_backbone\.body\.model\.encoder\.layer\.(\d+)\.", k))})
+        n_text = len(
+            {int(m[1]) for k in state if (m := re.match(r"language_backbone\.body\.model\.encoder\.layer\.(\d+)\.", k))}
+        )
         inter = state["language_backbone.body.model.encoder.layer.0.intermediate.dense.weight"].shape[0]
         fpn_channels = state["backbone.fpn.fpn_inner2.weight"].shape[0]
     except KeyError as e:
@@ -201,14 +212,23 @@ def infer_config(state: dict[str, Tensor]) -> GLIPConfig:
     num_blocks = (n_tower + 2) // 3 if early else n_tower
     fused = early and any(k.startswith(f"rpn.head.dyhead_tower.{3 * (num_blocks - 1) + 1}.") for k in state)
     hidden = word.shape[1]
-    swin = SwinConfig(embed_dim=embed, depths=depths, num_heads=heads, window_size=window,
-                      drop_path_rate=0.4 if embed >= 192 else 0.2)
-    text = TextConfig(hidden_size=hidden, num_hidden_layers=n_text, num_attention_heads=max(1, hidden // 64),
-                      intermediate_size=inter, vocab_size=word.shape[0])
+    swin = SwinConfig(
+        embed_dim=embed, depths=depths, num_heads=heads, window_size=window, drop_path_rate=0.4 if embed >= 192 else 0.2
+    )
+    text = TextConfig(
+        hidden_size=hidden,
+        num_hidden_layers=n_text,
+        num_attention_heads=max(1, hidden // 64),
+        intermediate_size=inter,
+        vocab_size=word.shape[0],
+    )
     fusion_dim = state["rpn.head.dyhead_tower.0.b_attn.attn.v_proj.weight"].shape[0] if early else 2048
     # Head counts and GroupNorm groups leave no trace in the shapes: the official values are fixed.
     tower = TowerConfig(
-        num_blocks=num_blocks, channels=fpn_channels, early_fusion=early, fused_text_for_logits=fused,
+        num_blocks=num_blocks,
+        channels=fpn_channels,
+        early_fusion=early,
+        fused_text_for_logits=fused,
         fusion_embed_dim=fusion_dim,
     )
     if early and embed == 96 and num_blocks == 6:
@@ -269,7 +289,7 @@ def load_official(path: str | Path, config: GLIPConfig | None = None) -> tuple[o
     return model, report
 
 
-def _atomic_write(path: Path, write) -> None:  # noqa: ANN001 - callable(tmp_path)
+def _atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -288,7 +308,9 @@ def save_model(model: object, folder: str | Path, tokenizer: object | None = Non
     out.mkdir(parents=True, exist_ok=True)
     config: GLIPConfig = model.config  # type: ignore[attr-defined]
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # type: ignore[attr-defined]
-    _atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt", "preset": config.preset}))
+    _atomic_write(
+        out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt", "preset": config.preset})
+    )
     _atomic_write(out / CONFIG_NAME, lambda tmp: config.to_json(tmp))
     tok = tokenizer if tokenizer is not None else load_tokenizer(config.text.tokenizer)
     tok.save_pretrained(str(out))  # type: ignore[attr-defined]
@@ -308,7 +330,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ob
         model, _ = load_official(p)
         return model.to(map_location)  # type: ignore[attr-defined]
     if not p.exists():
-        raise CheckpointError(f"model {p} does not exist: give a model folder (config.json + model.safetensors) or an official .pth")
+        raise CheckpointError(
+            f"model {p} does not exist: give a model folder (config.json + model.safetensors) or an official .pth"
+        )
     if not (p / CONFIG_NAME).is_file() or not (p / WEIGHTS_NAME).is_file():
         raise CheckpointError(f"{p} is not a glip model folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
     config = GLIPConfig.from_json(p / CONFIG_NAME)
@@ -318,7 +342,11 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ob
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"cannot read {p / WEIGHTS_NAME}: {e}") from e
     expected = model.state_dict()
-    bad = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    bad = [
+        f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if bad or missing or unexpected:

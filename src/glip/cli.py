@@ -23,12 +23,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from glip.predictor import GLIPPredictor
 
     if (args.classes is None) == (args.prompt is None):
-        raise GLIPError("give exactly one of --classes \"person,dog\" or --prompt \"a man walking a dog\"")
+        raise GLIPError('give exactly one of --classes "person,dog" or --prompt "a man walking a dog"')
     classes = None
     if args.classes is not None:
         classes = [c.strip() for c in args.classes.split(",")]
         if not any(classes):
-            raise GLIPError("--classes is empty: give comma-separated class names, e.g. --classes \"person,dog\"")
+            raise GLIPError('--classes is empty: give comma-separated class names, e.g. --classes "person,dog"')
     if args.prompt is not None and not args.prompt.strip():
         raise GLIPError("--prompt is empty: give a sentence naming what to find")
     paths = collect_images(args.images)
@@ -36,7 +36,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise GLIPError("no --model given: pass a model folder (config.json + model.safetensors) or an official .pth")
     predictor = GLIPPredictor.from_pretrained(args.model, device=args.device)
     written = predict_files(
-        predictor, paths, args.out_dir, classes=classes, prompt=args.prompt, threshold=args.threshold,
+        predictor,
+        paths,
+        args.out_dir,
+        classes=classes,
+        prompt=args.prompt,
+        threshold=args.threshold,
         progress=not args.quiet,
     )
     for path in written:
@@ -81,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="convert an official GLIP checkpoint into a glip model folder")
     c.add_argument("checkpoint", type=Path, help="official .pth file")
     c.add_argument("out_dir", type=Path, help="output folder")
-    c.add_argument("--preset", choices=["glip_t", "glip_l", "glip_t_a"], help="architecture (default: inferred from the keys)")
+    c.add_argument(
+        "--preset", choices=["glip_t", "glip_l", "glip_t_a"], help="architecture (default: inferred from the keys)"
+    )
     c.set_defaults(func=_cmd_convert)
     return parser
 

@@ -35,6 +35,9 @@ BGR255_STD = (57.375, 57.120, 58.395)
 # ImageNet statistics in RGB order on a 0-1 scale (torchvision models).
 RGB_MEAN = (0.485, 0.456, 0.406)
 RGB_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite (TensorFlow builder): (x_255 - 127) / 128, expressed on a 0-1 RGB scale.
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
 
 
 @dataclass
@@ -196,8 +199,7 @@ class GLIPConfig:
         _check(v.fpn_channels > 0, f"vision.fpn_channels={v.fpn_channels} must be positive")
         _check(
             t.hidden_size % t.num_attention_heads == 0,
-            f"text.hidden_size={t.hidden_size} is not a multiple of "
-            f"text.num_attention_heads={t.num_attention_heads}",
+            f"text.hidden_size={t.hidden_size} is not a multiple of text.num_attention_heads={t.num_attention_heads}",
         )
         _check(
             2 <= t.max_query_len <= t.max_position_embeddings,
@@ -321,16 +323,28 @@ class GLIPConfig:
         """A few channels and one or two layers everywhere: builds and runs in milliseconds on a CPU."""
         swin = SwinConfig(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4, drop_path_rate=0.0)
         text = TextConfig(
-            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-            max_position_embeddings=512, max_query_len=256,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+            max_query_len=256,
         )
         tower = TowerConfig(
-            num_blocks=2, channels=32, fusion_embed_dim=64, fusion_heads=2, group_norm_groups=4,
-            early_fusion=early_fusion, fused_text_for_logits=early_fusion,
+            num_blocks=2,
+            channels=32,
+            fusion_embed_dim=64,
+            fusion_heads=2,
+            group_norm_groups=4,
+            early_fusion=early_fusion,
+            fused_text_for_logits=early_fusion,
         )
         inp = InputConfig(min_size=64, max_size=96)
         return cls(
-            vision=VisionConfig(swin=swin, fpn_channels=32), text=text, tower=tower, input=inp,
+            vision=VisionConfig(swin=swin, fpn_channels=32),
+            text=text,
+            tower=tower,
+            input=inp,
             preset="tiny" if early_fusion else "tiny_a",
         )
 
@@ -338,12 +352,18 @@ class GLIPConfig:
     def small(cls, backbone: str = "efficientnet_lite0", pretrained: bool = True) -> GLIPConfig:
         """A CPU-sized GLIP: an ImageNet CNN, the MiniLM-L6 text encoder, a 2-block 128-channel tower."""
         text = TextConfig(
-            hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
-            weights="minilm" if pretrained else None, max_query_len=256, pad_to_max=False,
+            hidden_size=384,
+            num_hidden_layers=6,
+            num_attention_heads=12,
+            intermediate_size=1536,
+            weights="minilm" if pretrained else None,
+            max_query_len=256,
+            pad_to_max=False,
         )
         tower = TowerConfig(num_blocks=2, channels=128, fusion_embed_dim=512, fusion_heads=4)
-        # Both CNNs expect RGB 0-1 inputs normalised with ImageNet statistics.
-        inp = InputConfig(min_size=384, max_size=512, input_format="rgb", pixel_mean=RGB_MEAN, pixel_std=RGB_STD)
+        # EfficientNet-Lite0 was trained on (x - 127) / 128, MobileNetV2 on ImageNet statistics (RGB).
+        mean, std = (LITE_MEAN, LITE_STD) if backbone == "efficientnet_lite0" else (RGB_MEAN, RGB_STD)
+        inp = InputConfig(min_size=384, max_size=512, input_format="rgb", pixel_mean=mean, pixel_std=std)
         name = {"efficientnet_lite0": "effnet_minilm", "mobilenet_v2": "mobilenet_minilm"}.get(backbone)
         if name is None:
             raise ConfigError(f"small(backbone={backbone!r}): use 'efficientnet_lite0' or 'mobilenet_v2'")

@@ -49,7 +49,9 @@ def merge_detections(parts: list[Detections], max_detections: int) -> Detections
     labels = torch.cat([p.labels for p in parts])
     names = [n for p in parts for n in p.label_names]
     order = scores.argsort(descending=True, stable=True)[:max_detections]
-    return Detections(boxes[order], scores[order], labels[order], [names[i] for i in order.tolist()], parts[0].image_size)
+    return Detections(
+        boxes[order], scores[order], labels[order], [names[i] for i in order.tolist()], parts[0].image_size
+    )
 
 
 class GLIPPredictor:
@@ -78,7 +80,9 @@ class GLIPPredictor:
         self.max_classes_per_chunk = max_classes_per_chunk
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = "auto", **kwargs: object) -> GLIPPredictor:
+    def from_pretrained(
+        cls, path: str | Path, device: str | torch.device | None = "auto", **kwargs: object
+    ) -> GLIPPredictor:
         """Load a model folder (its tokenizer files included) or an official ``.pth``."""
         model = GLIPModel.from_pretrained(path)
         folder = Path(path)
@@ -98,7 +102,9 @@ class GLIPPredictor:
         if classes is not None:
             names = [c for c in classes]
             return chunk_vocabulary(
-                self.processor.tokenizer, names, max_len=self.processor.max_query_len,
+                self.processor.tokenizer,
+                names,
+                max_len=self.processor.max_query_len,
                 max_classes_per_chunk=self.max_classes_per_chunk,
             )
         return [prompt if isinstance(prompt, Prompt) else caption_prompt(prompt)]  # type: ignore[arg-type]
@@ -136,7 +142,10 @@ class GLIPPredictor:
         return [r.above(threshold) if threshold > 0 else r for r in results]
 
     def iter_predict(
-        self, paths: Sequence[str | Path], classes: Sequence[str] | None = None, prompt: str | Prompt | None = None,
+        self,
+        paths: Sequence[str | Path],
+        classes: Sequence[str] | None = None,
+        prompt: str | Prompt | None = None,
         threshold: float = 0.0,
     ) -> Iterator[tuple[Path, Image.Image, Detections]]:
         """Yield ``(path, image, detections)`` one image at a time (for progress bars and streaming)."""
@@ -169,8 +178,14 @@ def _with_prompt(processor: GLIPProcessor, base: GLIPInputs, prompt: Prompt, dev
     n = base.pixel_values.shape[0]
     ids, mask, maps = processor.encode_prompts([prompt] * n)
     return GLIPInputs(
-        base.pixel_values, base.pixel_mask, ids.to(device), mask.to(device), base.image_sizes,
-        base.original_sizes, maps, [prompt] * n,
+        base.pixel_values,
+        base.pixel_mask,
+        ids.to(device),
+        mask.to(device),
+        base.image_sizes,
+        base.original_sizes,
+        maps,
+        [prompt] * n,
     )
 
 

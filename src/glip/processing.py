@@ -58,7 +58,7 @@ def resized_size(width: int, height: int, min_size: int, max_size: int) -> tuple
     size = min_size
     short, long = float(min(width, height)), float(max(width, height))
     if long / short * size > max_size:
-        size = int(round(max_size * short / long))
+        size = round(max_size * short / long)
     if (width <= height and width == size) or (height <= width and height == size):
         return height, width
     if width < height:
@@ -92,8 +92,14 @@ class GLIPInputs:
     def to(self, device: torch.device | str) -> GLIPInputs:
         """Move the tensors to ``device``."""
         return GLIPInputs(
-            self.pixel_values.to(device), self.pixel_mask.to(device), self.input_ids.to(device),
-            self.attention_mask.to(device), self.image_sizes, self.original_sizes, self.entity_maps, self.prompts,
+            self.pixel_values.to(device),
+            self.pixel_mask.to(device),
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.image_sizes,
+            self.original_sizes,
+            self.entity_maps,
+            self.prompts,
         )
 
 
@@ -142,12 +148,24 @@ class GLIPProcessor:
             tokenizer = load_tokenizer(config.text.tokenizer)
         post = ATSSPostProcessor(
             BoxCoder(tuple(h.box_coder_weights), h.bbox_xform_clip, h.legacy_plus_one),
-            pp.score_threshold, pp.pre_nms_top_n, pp.nms_threshold, pp.detections_per_image,
-            pp.score_aggregation, h.legacy_plus_one,
+            pp.score_threshold,
+            pp.pre_nms_top_n,
+            pp.nms_threshold,
+            pp.detections_per_image,
+            pp.score_aggregation,
+            h.legacy_plus_one,
         )
         return cls(
-            tokenizer, inp.min_size, inp.max_size, inp.size_divisibility, inp.input_format,
-            inp.pixel_mean, inp.pixel_std, config.text.max_query_len, config.text.pad_to_max, post,
+            tokenizer,
+            inp.min_size,
+            inp.max_size,
+            inp.size_divisibility,
+            inp.input_format,
+            inp.pixel_mean,
+            inp.pixel_std,
+            config.text.max_query_len,
+            config.text.pad_to_max,
+            post,
         )
 
     # ------------------------------------------------------------------ images
@@ -220,7 +238,9 @@ class GLIPProcessor:
         return ids, mask, maps
 
     # ------------------------------------------------------------------ both
-    def __call__(self, images: Sequence[Image.Image] | Image.Image, prompts: Sequence[PromptLike] | PromptLike) -> GLIPInputs:
+    def __call__(
+        self, images: Sequence[Image.Image] | Image.Image, prompts: Sequence[PromptLike] | PromptLike
+    ) -> GLIPInputs:
         """Prepare a batch.
 
         Args:
@@ -243,7 +263,9 @@ class GLIPProcessor:
             if len(prompt_list) == 1:
                 prompt_list = prompt_list * len(images)
         if len(prompt_list) != len(images):
-            raise PromptError(f"got {len(images)} images but {len(prompt_list)} prompts: give one prompt or one per image")
+            raise PromptError(
+                f"got {len(images)} images but {len(prompt_list)} prompts: give one prompt or one per image"
+            )
         made = [self.make_prompt(p) for p in prompt_list]
         tensors, sizes, originals = zip(*(self.transform_image(im) for im in images), strict=True)
         pixel_values, pixel_mask = self.pad(list(tensors))
@@ -253,8 +275,14 @@ class GLIPProcessor:
     def post_process(self, output: object, inputs: GLIPInputs) -> list[Detections]:
         """Detections per image in original-image pixels (see :mod:`glip.modeling.postprocess`)."""
         return self.postprocessor(
-            output.logits, output.box_regression, output.centerness, output.anchors_xyxy,  # type: ignore[attr-defined]
-            output.level_sizes, inputs.entity_maps, inputs.image_sizes, inputs.original_sizes,  # type: ignore[attr-defined]
+            output.logits,
+            output.box_regression,
+            output.centerness,
+            output.anchors_xyxy,  # type: ignore[attr-defined]
+            output.level_sizes,
+            inputs.entity_maps,
+            inputs.image_sizes,
+            inputs.original_sizes,  # type: ignore[attr-defined]
         )
 
 

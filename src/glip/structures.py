@@ -54,8 +54,11 @@ class Detections:
     def to(self, device: torch.device | str) -> Detections:
         """Move the tensors to ``device``."""
         return Detections(
-            self.boxes_xyxy.to(device), self.scores.to(device), self.labels.to(device),
-            list(self.label_names), self.image_size,
+            self.boxes_xyxy.to(device),
+            self.scores.to(device),
+            self.labels.to(device),
+            list(self.label_names),
+            self.image_size,
         )
 
     def to_list(self) -> list[dict[str, Any]]:

@@ -24,14 +24,13 @@ def test_flatten_and_split_levels_round_trip():
         assert torch.equal(a, b)
 
 
-def _reference_biattention(attn: BiMultiHeadAttention, v, l, mask):
+def _reference_biattention(attn: BiMultiHeadAttention, v, t, mask):
     """Direct single-head-at-a-time restatement of the official equations."""
-    b, n, _ = v.shape
     h, d = attn.num_heads, attn.head_dim
     q = attn.v_proj(v) * d**-0.5
-    k = attn.l_proj(l)
+    k = attn.l_proj(t)
     vv = attn.values_v_proj(v)
-    vl = attn.values_l_proj(l)
+    vl = attn.values_l_proj(t)
     out_v, out_l = [], []
     for i in range(h):
         sl = slice(i * d, (i + 1) * d)
@@ -46,20 +45,20 @@ def _reference_biattention(attn: BiMultiHeadAttention, v, l, mask):
 def test_biattention_matches_the_equations():
     torch.manual_seed(0)
     attn = BiMultiHeadAttention(visual_dim=8, text_dim=6, embed_dim=12, num_heads=3).eval()
-    v, l = torch.randn(2, 10, 8), torch.randn(2, 5, 6)
+    v, t = torch.randn(2, 10, 8), torch.randn(2, 5, 6)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    dv, dl = attn(v, l, mask)
-    rv, rl = _reference_biattention(attn, v, l, mask)
+    dv, dl = attn(v, t, mask)
+    rv, rl = _reference_biattention(attn, v, t, mask)
     assert torch.allclose(dv, rv, atol=1e-5) and torch.allclose(dl, rl, atol=1e-5)
 
 
 def test_image_side_ignores_padded_tokens_but_text_side_sees_padded_pixels():
     torch.manual_seed(0)
     attn = BiMultiHeadAttention(8, 6, 12, 3).eval()
-    v, l = torch.randn(1, 10, 8), torch.randn(1, 5, 6)
+    v, t = torch.randn(1, 10, 8), torch.randn(1, 5, 6)
     mask = torch.tensor([[1, 1, 1, 0, 0]])
-    dv, dl = attn(v, l, mask)
-    l2 = l.clone()
+    dv, dl = attn(v, t, mask)
+    l2 = t.clone()
     l2[:, 3:] = torch.randn(1, 2, 6) * 10  # change only padded tokens
     dv2, dl2 = attn(v, l2, mask)
     assert torch.allclose(dv, dv2, atol=1e-6)  # image side never attends to padding
@@ -67,13 +66,13 @@ def test_image_side_ignores_padded_tokens_but_text_side_sees_padded_pixels():
     # text->image is unmasked: changing a (padded) pixel changes the text update ...
     v2 = v.clone()
     v2[:, -1] += 5.0
-    _, dl3 = attn(v2, l, mask)
+    _, dl3 = attn(v2, t, mask)
     assert not torch.allclose(dl, dl3, atol=1e-4)
     # ... unless a pixel mask is given (the optional, non-official behaviour)
     pm = torch.ones(1, 10, dtype=torch.bool)
     pm[:, -1] = False
-    _, dl4 = attn(v, l, mask, pm)
-    _, dl5 = attn(v2, l, mask, pm)
+    _, dl4 = attn(v, t, mask, pm)
+    _, dl5 = attn(v2, t, mask, pm)
     assert torch.allclose(dl4, dl5, atol=1e-6)
 
 
@@ -99,15 +98,22 @@ def test_clamped_bert_layer_equals_transformers_bert_layer_when_nothing_clamps()
     ours = ClampedBertLayer(32, 4, 64).eval()
     ours.load_state_dict(
         {
-            "query.weight": ref.attention.self.query.weight, "query.bias": ref.attention.self.query.bias,
-            "key.weight": ref.attention.self.key.weight, "key.bias": ref.attention.self.key.bias,
-            "value.weight": ref.attention.self.value.weight, "value.bias": ref.attention.self.value.bias,
-            "attn_out.weight": ref.attention.output.dense.weight, "attn_out.bias": ref.attention.output.dense.bias,
+            "query.weight": ref.attention.self.query.weight,
+            "query.bias": ref.attention.self.query.bias,
+            "key.weight": ref.attention.self.key.weight,
+            "key.bias": ref.attention.self.key.bias,
+            "value.weight": ref.attention.self.value.weight,
+            "value.bias": ref.attention.self.value.bias,
+            "attn_out.weight": ref.attention.output.dense.weight,
+            "attn_out.bias": ref.attention.output.dense.bias,
             "attn_norm.weight": ref.attention.output.LayerNorm.weight,
             "attn_norm.bias": ref.attention.output.LayerNorm.bias,
-            "ffn_in.weight": ref.intermediate.dense.weight, "ffn_in.bias": ref.intermediate.dense.bias,
-            "ffn_out.weight": ref.output.dense.weight, "ffn_out.bias": ref.output.dense.bias,
-            "ffn_norm.weight": ref.output.LayerNorm.weight, "ffn_norm.bias": ref.output.LayerNorm.bias,
+            "ffn_in.weight": ref.intermediate.dense.weight,
+            "ffn_in.bias": ref.intermediate.dense.bias,
+            "ffn_out.weight": ref.output.dense.weight,
+            "ffn_out.bias": ref.output.dense.bias,
+            "ffn_norm.weight": ref.output.LayerNorm.weight,
+            "ffn_norm.bias": ref.output.LayerNorm.bias,
         }
     )
     x = torch.randn(2, 7, 32)
@@ -149,7 +155,7 @@ def test_dyconv_coarse_branch_uses_the_offset_prefix():
     dy(feats)
     handle.remove()
     # level 0 calls conv[0] (the coarser branch) on the 3x3 map with offsets from the 6x6 level
-    (shape, out), = captured["calls"]
+    ((shape, out),) = captured["calls"]
     assert tuple(shape) == (3, 3)
     om = dy.offset(feats[0])
     offset, mask = om[:, :18], om[:, 18:].sigmoid()
@@ -185,7 +191,7 @@ def test_head_logit_formula():
         head.bias_lang.normal_()
     feats = [torch.randn(1, 4, 2, 2), torch.randn(1, 4, 1, 1)]
     text = torch.randn(1, 3, 6)
-    emb, proj, bias = head.text_queries(text)
+    _, proj, bias = head.text_queries(text)
     logits = head.grounding_logits(feats, proj, bias)
     e = text / text.norm(dim=-1, keepdim=True)
     tok = head.text_proj(e / 2.0)

@@ -81,9 +81,7 @@ def test_cap_and_budget_together(tokenizer, names: list[str]) -> None:
 
 
 def test_small_budget_and_custom_ids(tokenizer) -> None:
-    prompts = chunk_vocabulary(
-        tokenizer, ["person", "traffic light", "raccoon"], max_len=8, label_ids=[1, 10, 7]
-    )
+    prompts = chunk_vocabulary(tokenizer, ["person", "traffic light", "raccoon"], max_len=8, label_ids=[1, 10, 7])
     # "person. traffic light" = 1 + 1 + 2 tokens + 2 specials = 6; adding ". raccoon" (4) exceeds 8.
     assert [p.text for p in prompts] == ["person. traffic light", "raccoon"]
     assert [p.label_ids for p in prompts] == [(1, 10), (7,)]
@@ -97,9 +95,7 @@ def test_single_vocabulary_prompt_when_it_fits(tokenizer) -> None:
 
 def test_name_over_budget_is_rejected(tokenizer) -> None:
     long_name = " ".join(["hippopotamus"] * 100)  # 4 word pieces each
-    message = (
-        r"class_names\[1\] = 'hippopotamus hippo.*\.\.\. alone needs 402 tokens; the model reads at most 256"
-    )
+    message = r"class_names\[1\] = 'hippopotamus hippo.*\.\.\. alone needs 402 tokens; the model reads at most 256"
     with pytest.raises(PromptError, match=message):
         chunk_vocabulary(tokenizer, ["cat", long_name])
 

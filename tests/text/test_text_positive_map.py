@@ -66,9 +66,7 @@ def test_multi_wordpiece_names(tokenizer) -> None:
     assert _tokens(tokenizer, tokenized)[1:4] == ["ra", "##cco", "##on"]
     assert tokenized.token_ids_per_entity[0] == [1, 2, 3]
     assert tokenized.token_ids_per_entity[1] == [5]
-    names = tokenizer.convert_ids_to_tokens(
-        [tokenized.input_ids[i] for i in tokenized.token_ids_per_entity[2]]
-    )
+    names = tokenizer.convert_ids_to_tokens([tokenized.input_ids[i] for i in tokenized.token_ids_per_entity[2]])
     assert "".join(n.removeprefix("##") for n in names) == "hippopotamus"
 
 

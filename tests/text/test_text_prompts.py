@@ -46,9 +46,7 @@ def test_detection_prompt_single_class_has_no_separator() -> None:
 
 
 def test_detection_prompt_custom_separator_prefix_and_ids() -> None:
-    prompt = detection_prompt(
-        ["cat", "dog"], separator=" . ", prefix="object detection : ", label_ids=[17, 3]
-    )
+    prompt = detection_prompt(["cat", "dog"], separator=" . ", prefix="object detection : ", label_ids=[17, 3])
     assert prompt.text == "object detection : cat . dog"
     assert prompt.spans == (((19, 22),), ((25, 28),))
     assert prompt.label_ids == (17, 3)

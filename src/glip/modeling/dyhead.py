@@ -18,10 +18,12 @@ prefix is sliced here explicitly. ``"own"`` instead predicts the offsets from ``
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from torchvision.ops import deform_conv2d
 
 from glip.modeling.fusion import FusionBlock, flatten_levels
@@ -45,7 +47,7 @@ class ModulatedDeformConv3x3(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
 
     def forward(self, x: Tensor, offset: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        """``x (B, C_in, H, W)``, ``offset (B, 18, H_out, W_out)``, ``mask (B, 9, H_out, W_out)`` → ``(B, C_out, H_out, W_out)``."""
+        """``x (B, C_in, H, W)``, ``offset (B, 18, H', W')``, ``mask (B, 9, H', W')`` → ``(B, C_out, H', W')``."""
         if offset is None:
             return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=1)
         return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=1, mask=mask)
@@ -110,9 +112,7 @@ class DyConv(nn.Module):
     ) -> None:
         super().__init__()
         # Index order of the official ModuleList: 0 = coarser level (up), 1 = same level, 2 = finer level (down).
-        self.convs = nn.ModuleList(
-            [ConvGN(channels, s, groups, use_deform) for s in (1, 1, 2)]
-        )
+        self.convs = nn.ModuleList([ConvGN(channels, s, groups, use_deform) for s in (1, 1, 2)])
         self.scale_attn = nn.Conv2d(channels, 1, kernel_size=1) if use_scale_attention else None
         if self.scale_attn is not None:
             nn.init.normal_(self.scale_attn.weight, std=0.01)
@@ -151,9 +151,7 @@ class DyConv(nn.Module):
                 branches.append(F.interpolate(up, size=feature.shape[-2:], mode="bilinear", align_corners=True))
             stacked = torch.stack(branches)
             if self.scale_attn is not None:
-                attn = torch.stack(
-                    [h_sigmoid(F.relu(self.scale_attn(F.adaptive_avg_pool2d(f, 1)))) for f in branches]
-                )
+                attn = torch.stack([h_sigmoid(F.relu(self.scale_attn(F.adaptive_avg_pool2d(f, 1)))) for f in branches])
                 stacked = stacked * attn
             outputs.append(stacked.mean(dim=0))
         return [self.act(x) for x in outputs]
@@ -194,9 +192,13 @@ class VLTower(nn.Module):
         for block in self.blocks:
             if self.gradient_checkpointing and self.training:
                 n = len(visual)
-                out = torch.utils.checkpoint.checkpoint(
-                    lambda *args, blk=block: _flat_call(blk, n, *args),
-                    *visual, text, text_mask, pixel_mask, use_reentrant=False,
+                out = checkpoint(
+                    partial(_flat_call, block, n),
+                    *visual,
+                    text,
+                    text_mask,
+                    pixel_mask,
+                    use_reentrant=False,
                 )
                 visual, text = list(out[:n]), out[n]
             else:
@@ -220,8 +222,6 @@ def level_pixel_mask(pixel_mask: Tensor, level_sizes: list[tuple[int, int]]) -> 
     Returns:
         ``(B, sum_l H_l W_l)`` bool, flattened like :func:`glip.modeling.fusion.flatten_levels`.
     """
-    maps = [
-        F.interpolate(pixel_mask[:, None].float(), size=s, mode="nearest")[:, 0] > 0.5 for s in level_sizes
-    ]
+    maps = [F.interpolate(pixel_mask[:, None].float(), size=s, mode="nearest")[:, 0] > 0.5 for s in level_sizes]
     flat, _ = flatten_levels([m[:, None].float() for m in maps])
     return flat[..., 0] > 0.5

@@ -87,13 +87,13 @@ class BiMultiHeadAttention(nn.Module):
         return x.clamp(min=-self.clamp_value, max=self.clamp_value)
 
     def forward(
-        self, v: Tensor, l: Tensor, text_mask: Tensor | None = None, pixel_mask: Tensor | None = None
+        self, v: Tensor, t: Tensor, text_mask: Tensor | None = None, pixel_mask: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Attend both ways.
 
         Args:
             v: ``(batch, pixels, visual_dim)`` normed visual sequence.
-            l: ``(batch, tokens, text_dim)`` normed token features.
+            t: ``(batch, tokens, text_dim)`` normed token features.
             text_mask: ``(batch, tokens)``, 1 for real tokens, 0 for padding (masks image→text only).
             pixel_mask: ``(batch, pixels)`` bool, True for real pixels. Only given when the
                 text→image softmax is to be masked (off in the official model).
@@ -102,9 +102,9 @@ class BiMultiHeadAttention(nn.Module):
             ``delta_v (batch, pixels, visual_dim)`` and ``delta_l (batch, tokens, text_dim)``.
         """
         q = self._heads(self.v_proj(v) * self.scale)  # (B, h, N, d)
-        k = self._heads(self.l_proj(l))  # (B, h, T, d)
+        k = self._heads(self.l_proj(t))  # (B, h, T, d)
         values_v = self._heads(self.values_v_proj(v))
-        values_l = self._heads(self.values_l_proj(l))
+        values_l = self._heads(self.values_l_proj(t))
 
         scores = self._clamp(q @ k.transpose(-1, -2))  # (B, h, N, T)
 
@@ -169,9 +169,9 @@ class FusionBlock(nn.Module):
             The fused maps (same shapes as ``visual``) and the fused text ``(batch, tokens, text_dim)``.
         """
         flat, sizes = flatten_levels(visual)
-        v, l = self.layer_norm_v(flat), self.layer_norm_l(text)
-        delta_v, delta_l = self.attn(v, l, text_mask, pixel_mask)
-        base_v, base_l = (v, l) if self.residual_on_normed else (flat, text)
+        v, t = self.layer_norm_v(flat), self.layer_norm_l(text)
+        delta_v, delta_l = self.attn(v, t, text_mask, pixel_mask)
+        base_v, base_l = (v, t) if self.residual_on_normed else (flat, text)
         new_v = base_v + self.gamma_v * delta_v
         new_l = base_l + self.gamma_l * delta_l
         return split_levels(new_v, sizes), new_l

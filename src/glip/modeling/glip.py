@@ -131,24 +131,45 @@ class GLIPModel(nn.Module):
             fusion = text_layer = None
             if tw.early_fusion:
                 fusion = FusionBlock(
-                    tw.channels, t.hidden_size, tw.fusion_embed_dim, tw.fusion_heads, tw.fusion_dropout,
-                    config.layer_scale_init, tw.clamp_value, tw.fusion_residual_on_normed,
+                    tw.channels,
+                    t.hidden_size,
+                    tw.fusion_embed_dim,
+                    tw.fusion_heads,
+                    tw.fusion_dropout,
+                    config.layer_scale_init,
+                    tw.clamp_value,
+                    tw.fusion_residual_on_normed,
                 )
                 # The last block's text layer only exists when its output feeds the logits.
                 if i < tw.num_blocks - 1 or tw.fused_text_for_logits:
                     text_layer = ClampedBertLayer(
-                        t.hidden_size, t.num_attention_heads, t.intermediate_size, t.layer_norm_eps,
-                        t.hidden_act, t.hidden_dropout_prob, t.attention_probs_dropout_prob, tw.clamp_value,
+                        t.hidden_size,
+                        t.num_attention_heads,
+                        t.intermediate_size,
+                        t.layer_norm_eps,
+                        t.hidden_act,
+                        t.hidden_dropout_prob,
+                        t.attention_probs_dropout_prob,
+                        tw.clamp_value,
                     )
             dyconv = DyConv(
-                tw.channels, tw.group_norm_groups, tw.use_deform, tw.use_dyrelu, tw.use_scale_attention,
+                tw.channels,
+                tw.group_norm_groups,
+                tw.use_deform,
+                tw.use_dyrelu,
+                tw.use_scale_attention,
                 tw.coarse_offset_mode,
             )
             blocks.append(VLTowerBlock(fusion, text_layer, dyconv))
         self.tower = VLTower(blocks)
         self.head = GLIPHead(
-            tw.channels, t.hidden_size, len(h.anchor_strides), h.prior_prob, h.log_scale_init,
-            h.text_input_scale, tw.clamp_value,
+            tw.channels,
+            t.hidden_size,
+            len(h.anchor_strides),
+            h.prior_prob,
+            h.log_scale_init,
+            h.text_input_scale,
+            tw.clamp_value,
         )
         self.box_coder = BoxCoder(tuple(h.box_coder_weights), h.bbox_xform_clip, h.legacy_plus_one)
         self._anchor_strides = tuple(h.anchor_strides)
@@ -192,10 +213,7 @@ class GLIPModel(nn.Module):
         if self._mask_text_to_image and pixel_mask is not None:
             flat_mask = level_pixel_mask(pixel_mask, level_sizes)
         tower_feats, fused = self.tower(fpn_features, text.hidden, text.mask, flat_mask)
-        if self._fused_text_for_logits:
-            lang = fused
-        else:
-            lang = text.embedded
+        lang = fused if self._fused_text_for_logits else text.embedded
         emb, proj, bias = self.head.text_queries(lang)
         logits = self.head.grounding_logits(tower_feats, proj, bias)
         box_regression, centerness = self.head.box_outputs(tower_feats)

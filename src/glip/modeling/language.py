@@ -100,7 +100,7 @@ class TextEncoder(nn.Module):
         return out.last_hidden_state
 
     def load_pretrained(self, folder: str | Path) -> None:
-        """Initialise from a Hugging Face BERT folder (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``).
+        """Initialise from a Hugging Face BERT folder: ``config.json`` + ``model.safetensors`` (or ``.bin``).
 
         Raises:
             CheckpointError: if the folder is missing, its architecture differs from this encoder,

@@ -56,7 +56,9 @@ def entity_scores(probs: Tensor, token_ids: list[list[int]], aggregation: str = 
     raise ValueError(f"unknown score aggregation {aggregation!r}: use 'mean' or 'max'")
 
 
-def class_aware_nms(boxes_xyxy: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float, plus_one: bool) -> Tensor:
+def class_aware_nms(
+    boxes_xyxy: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float, plus_one: bool
+) -> Tensor:
     """Indices kept by per-class NMS, sorted by decreasing score.
 
     With ``plus_one`` the IoU uses widths ``x2 - x1 + 1`` (official GPU kernel), obtained by
@@ -122,8 +124,14 @@ class ATSSPostProcessor:
         for b in range(logits.shape[0]):
             out.append(
                 self.single(
-                    logits[b], box_regression[b], centerness[b], anchors_xyxy, level_sizes,
-                    entity_maps[b], image_sizes[b], original_sizes[b],
+                    logits[b],
+                    box_regression[b],
+                    centerness[b],
+                    anchors_xyxy,
+                    level_sizes,
+                    entity_maps[b],
+                    image_sizes[b],
+                    original_sizes[b],
                 )
             )
         return out

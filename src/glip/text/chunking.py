@@ -30,9 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _pack(
-    counts: Sequence[int], separator_count: int, budget: int, max_classes: int | None
-) -> list[list[int]]:
+def _pack(counts: Sequence[int], separator_count: int, budget: int, max_classes: int | None) -> list[list[int]]:
     """Greedy in-order packing of items with token ``counts`` into groups within ``budget``."""
     groups: list[list[int]] = []
     current: list[int] = []
@@ -107,9 +105,7 @@ def chunk_vocabulary(
             continue
         # The separator merged with its neighbours, so the counts were not additive: keep the
         # longest prefix that really fits and try the rest as a new group.
-        logger.debug(
-            "chunk of %d classes is over %d tokens once tokenised; splitting it", len(group), max_len
-        )
+        logger.debug("chunk of %d classes is over %d tokens once tokenised; splitting it", len(group), max_len)
         keep = len(group) - 1
         prompt = _group_prompt(class_names, ids, group[:keep], separator)
         while keep > 1 and count_tokens(tokenizer, prompt.text) > max_len:
@@ -117,18 +113,12 @@ def chunk_vocabulary(
             prompt = _group_prompt(class_names, ids, group[:keep], separator)
         prompts.append(prompt)
         pending.insert(0, group[keep:])
-    logger.info(
-        "split %d class names into %d prompts of at most %d tokens", len(cleaned), len(prompts), max_len
-    )
+    logger.info("split %d class names into %d prompts of at most %d tokens", len(cleaned), len(prompts), max_len)
     return prompts
 
 
-def _group_prompt(
-    class_names: Sequence[str], ids: Sequence[int], group: Sequence[int], separator: str
-) -> Prompt:
-    return detection_prompt(
-        [class_names[i] for i in group], separator=separator, label_ids=[ids[i] for i in group]
-    )
+def _group_prompt(class_names: Sequence[str], ids: Sequence[int], group: Sequence[int], separator: str) -> Prompt:
+    return detection_prompt([class_names[i] for i in group], separator=separator, label_ids=[ids[i] for i in group])
 
 
 def _shorten(name: str, limit: int = 60) -> str:

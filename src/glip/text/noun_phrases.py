@@ -51,9 +51,7 @@ PRON, POSS, PREP, CONJ, AUX, PUNCT, OTHER = "PRON", "POSS", "PREP", "CONJ", "AUX
 # Lexical classes resolved from context.
 VFORM, PART, LY = "VFORM", "PART", "LY"
 
-_DETERMINERS = _words(
-    "a an the this that these those each every some any no another all both either neither half"
-)
+_DETERMINERS = _words("a an the this that these those each every some any no another all both either neither half")
 _NUMERALS = _words(
     "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand "
@@ -116,9 +114,7 @@ _NOUN_EXCEPTIONS = _words(
     "gully july italy reply doily"
     " handful mouthful spoonful cupful armful table cable vegetable stable fable turntable timetable"
 )
-_IRREGULAR_PLURALS = _words(
-    "people men women children police mice geese feet teeth cattle sheep deer fish folks"
-)
+_IRREGULAR_PLURALS = _words("people men women children police mice geese feet teeth cattle sheep deer fish folks")
 _VERB_BASES = (
     "walk run sit stand ride hold eat drink play look wear carry jump lie lay sleep fly swim surf ski "
     "skate snowboard throw catch hit kick swing talk watch read write cook cut drive park pull push use "

@@ -57,9 +57,7 @@ def load_tokenizer(path: str | os.PathLike[str] | None = None) -> PreTrainedToke
     else:
         folder = Path(path)
     if not folder.is_dir():
-        raise ConfigError(
-            f"tokenizer folder {str(folder)!r} does not exist: pass a folder holding tokenizer files"
-        )
+        raise ConfigError(f"tokenizer folder {str(folder)!r} does not exist: pass a folder holding tokenizer files")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as err:

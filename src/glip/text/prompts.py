@@ -113,8 +113,7 @@ def clean_class_names(class_names: Sequence[str]) -> list[str]:
     """
     if isinstance(class_names, str):
         raise PromptError(
-            f"class_names must be a list of names, not the string {class_names!r}: "
-            "pass e.g. ['person', 'bicycle']"
+            f"class_names must be a list of names, not the string {class_names!r}: pass e.g. ['person', 'bicycle']"
         )
     if len(class_names) == 0:
         raise PromptError("class_names is empty: give at least one class name")
