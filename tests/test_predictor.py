@@ -69,7 +69,9 @@ def test_model_object_and_device_resolution(tiny_model_dir):
 
 def test_draw_detections_paints_boxes_in_label_colours():
     img = Image.new("RGB", (100, 80), (255, 255, 255))
-    det = Detections(torch.tensor([[10.0, 30.0, 60.0, 70.0]]), torch.tensor([0.9]), torch.tensor([0]), ["cat"], (80, 100))
+    det = Detections(
+        torch.tensor([[10.0, 30.0, 60.0, 70.0]]), torch.tensor([0.9]), torch.tensor([0]), ["cat"], (80, 100)
+    )
     out = draw_detections(img, det, line_width=2)
     assert out.size == img.size and img.getpixel((10, 50)) == (255, 255, 255)  # input untouched
     assert out.getpixel((10, 50)) == label_color("cat")  # left edge of the box

@@ -100,8 +100,9 @@ def test_training_mode_backward_reaches_every_trainable_parameter():
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
-    cfg = GLIPConfig.tiny().replace(**{"tower.fusion_dropout": 0.0, "text.hidden_dropout_prob": 0.0,
-                                       "text.attention_probs_dropout_prob": 0.0})
+    cfg = GLIPConfig.tiny().replace(
+        **{"tower.fusion_dropout": 0.0, "text.hidden_dropout_prob": 0.0, "text.attention_probs_dropout_prob": 0.0}
+    )
     model = GLIPModel(cfg).train()
     pixels, ids, mask = _inputs(cfg)
 
