@@ -35,6 +35,8 @@ def test_predictor_runs_on_cuda(tiny_model_dir, sample_image):
     pred = GLIPPredictor.from_pretrained(tiny_model_dir, device="cuda")
     det = pred.predict(sample_image, classes=["raccoon", "dog"])[0]
     assert det.boxes_xyxy.device.type == "cuda"
-    cpu = GLIPPredictor.from_pretrained(tiny_model_dir, device="cpu").predict(sample_image, classes=["raccoon", "dog"])[0]
+    cpu = GLIPPredictor.from_pretrained(tiny_model_dir, device="cpu").predict(sample_image, classes=["raccoon", "dog"])[
+        0
+    ]
     assert len(det) == len(cpu)
     assert torch.allclose(det.scores.cpu(), cpu.scores, atol=1e-3)

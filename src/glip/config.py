@@ -121,7 +121,7 @@ class TowerConfig:
     use_scale_attention: bool = True
     # Official quirk: the DCN branch on the coarser level reuses the current level's larger offset
     # map; the CUDA kernel reads it as a flat per-sample prefix. "prefix" reproduces that reading,
-    # "resize" bilinearly resamples the offsets to the coarser grid instead (for new models).
+    # "own" predicts the coarser branch's offsets from the coarser level itself (for new models).
     coarse_offset_mode: str = "prefix"
 
 
@@ -224,8 +224,8 @@ class GLIPConfig:
             "no fused text features); set fused_text_for_logits=False for a GLIP-T(A)-style model",
         )
         _check(
-            tw.coarse_offset_mode in ("prefix", "resize"),
-            f"tower.coarse_offset_mode={tw.coarse_offset_mode!r}: use 'prefix' or 'resize'",
+            tw.coarse_offset_mode in ("prefix", "own"),
+            f"tower.coarse_offset_mode={tw.coarse_offset_mode!r}: use 'prefix' or 'own'",
         )
         _check(len(h.anchor_strides) == 5, f"head.anchor_strides={h.anchor_strides} must list 5 levels (P3-P7)")
         _check(0.0 < h.prior_prob < 1.0, f"head.prior_prob={h.prior_prob} must be in (0, 1)")
