@@ -1,6 +1,6 @@
 """Recorded outputs of a fixed tiny model, so that any change that moves the numbers fails loudly.
 
-``python tests/pinned_outputs.py --write`` re-records ``tests/data/pinned_tiny.json``; do that only
+``python tests/pinned_outputs.py --write`` re-records ``tests/fixtures/pinned_tiny.json``; do that only
 for a change that is meant to change the model's numbers, and say why in the commit message.
 """
 
@@ -17,7 +17,7 @@ from glip.modeling.glip import GLIPModel
 from glip.processing import GLIPProcessor, load_image
 
 HERE = Path(__file__).resolve().parent
-PINNED = HERE / "data" / "pinned_tiny.json"
+PINNED = HERE / "fixtures" / "pinned_tiny.json"
 IMAGE = HERE.parent / "assets" / "raccoon-72.jpg"
 PROMPTS = {"detection": ["raccoon", "dog", "traffic light"], "sentence": "two raccoons sitting on a grey road"}
 # Locations and token slots whose logits are recorded one by one (spread over all levels).
@@ -61,7 +61,7 @@ def compute(preset: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--write", action="store_true", help="re-record tests/data/pinned_tiny.json")
+    parser.add_argument("--write", action="store_true", help="re-record tests/fixtures/pinned_tiny.json")
     args = parser.parse_args()
     data = {preset: compute(preset) for preset in ("tiny", "tiny_a")}
     if args.write:

@@ -66,6 +66,126 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predictor(args: argparse.Namespace, **kwargs: object):
+    from glip.predictor import GLIPPredictor
+
+    if args.model is None:
+        raise GLIPError("no --model given: pass a model folder (config.json + model.safetensors) or an official .pth")
+    return GLIPPredictor.from_pretrained(args.model, device=args.device, **kwargs)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    from glip.evaluation.prompts import load_prompt_overrides
+
+    return load_prompt_overrides(args.prompt_overrides) if args.prompt_overrides else {}
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from glip.data.coco import CocoDataset
+    from glip.evaluation.coco_eval import format_metrics
+    from glip.evaluation.detection import evaluate_coco_dataset
+    from glip.evaluation.prompts import dataset_prompt
+    from glip.evaluation.report import detection_markdown, write_reports
+
+    dataset = CocoDataset.load(args.dataset, args.images)
+    name = args.name or (
+        args.dataset.parent.parent.name if args.dataset.parent.name == "annotations" else args.dataset.parent.name
+    )
+    if args.protocol == "lvis":
+        return _eval_lvis(args, dataset, name)
+    predictor = _predictor(args)
+    prompt = dataset_prompt(dataset.category_names, _overrides(args).get(name), args.prompt_template)
+    report, metrics = evaluate_coco_dataset(
+        predictor, dataset, prompt, args.batch_size, args.backend, args.out_dir, name, args.dataset.stem, not args.quiet
+    )
+    md, js = write_reports(
+        args.out_dir, f"{name}_{args.dataset.stem}_report", detection_markdown(report), report.to_dict()
+    )
+    speed = f"{len(dataset)} images, {report.images_per_second:.2f} img/s"
+    print(f"{name}/{args.dataset.stem} ({speed}): {format_metrics(metrics)}")
+    for cls, ap in metrics.per_class.items():
+        print(f"  {cls:<30} {'-' if ap is None or ap < 0 else f'{100 * ap:.1f}'}")
+    print(f"report: {md} and {js}; detections: {report.detections_file}")
+    return 0
+
+
+def _eval_lvis(args: argparse.Namespace, dataset: object, name: str) -> int:
+    from glip.evaluation.detection import evaluate_lvis_dataset
+    from glip.evaluation.prompts import dataset_prompt
+    from glip.evaluation.report import write_reports
+
+    predictor = _predictor(args)
+    prompt = dataset_prompt(dataset.category_names, _overrides(args).get(name), args.prompt_template)  # type: ignore[attr-defined]
+    report, m = evaluate_lvis_dataset(
+        predictor,
+        dataset,
+        prompt,
+        args.batch_size,
+        args.out_dir,
+        name,
+        args.dataset.stem,
+        not args.quiet,  # type: ignore[arg-type]
+    )
+    line = " | ".join(f"{k} {100 * getattr(m, k):.1f}" for k in ("AP", "AP50", "AP75", "APr", "APc", "APf"))
+    md = f"## {name} / {args.dataset.stem} (LVIS Fixed AP)\n\n{line}\n"
+    paths = write_reports(args.out_dir, f"{name}_{args.dataset.stem}_lvis_report", md, report.to_dict())
+    print(f"{name}/{args.dataset.stem} LVIS Fixed AP ({len(dataset)} images): {line}")  # type: ignore[arg-type]
+    print(f"report: {paths[0]} and {paths[1]}; detections: {report.detections_file}")
+    return 0
+
+
+def _cmd_eval_suite(args: argparse.Namespace) -> int:
+    from glip.evaluation.report import suite_markdown, write_reports
+    from glip.evaluation.suite import evaluate_suite
+
+    predictor = _predictor(args)
+    splits = tuple(s.strip() for s in args.splits.split(","))
+    datasets = [d.strip() for d in args.datasets.split(",")] if args.datasets else None
+    result = evaluate_suite(
+        predictor, args.root, splits, _overrides(args), args.prompt_template, args.batch_size, args.backend,
+        args.out_dir, datasets, not args.quiet,
+    )  # fmt: skip
+    markdown = suite_markdown(result.reports, result.average)
+    md, js = write_reports(args.out_dir, "suite_report", markdown, result.to_dict())
+    print(markdown)
+    print(f"report: {md} and {js}")
+    return 0
+
+
+def _cmd_eval_grounding(args: argparse.Namespace) -> int:
+    from glip.evaluation.grounding import evaluate_grounding_model
+    from glip.evaluation.report import write_reports
+
+    predictor = _predictor(args)
+    metrics = evaluate_grounding_model(
+        predictor, args.annotations, args.images, protocol=args.protocol, sentences_dir=args.sentences,
+        progress=not args.quiet,
+    )  # fmt: skip
+    summary = metrics.summary()
+    stem = f"{args.annotations.stem}_grounding_{args.protocol}"
+    md, js = write_reports(
+        args.out_dir, stem, f"## {args.annotations.name} ({args.protocol})\n\n{summary}\n", metrics.to_dict()
+    )
+    print(summary)
+    print(f"report: {md} and {js}")
+    return 0
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model folder (config.json + model.safetensors) or official GLIP .pth")
+    p.add_argument("--out-dir", type=Path, default=Path("outputs/eval"), help="reports and detections")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _add_eval_options(p: argparse.ArgumentParser) -> None:
+    _add_model_options(p)
+    p.add_argument("--prompt-template", help='e.g. "a photo of a {}": text around every class name')
+    p.add_argument("--prompt-overrides", type=Path, help="YAML of per-dataset prompt overrides (see docs)")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (official: 1)")
+    p.add_argument("--backend", default="faster", choices=["faster", "pycocotools"], help="COCO evaluator")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``glip`` command."""
     parser = argparse.ArgumentParser(prog="glip", description="Grounded language-image detection (GLIP / GLIPv2).")
@@ -82,6 +202,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
+
+    e = sub.add_parser("eval", help="COCO AP (or LVIS Fixed AP) of a model on a COCO-format dataset")
+    e.add_argument("--dataset", type=Path, required=True, help="COCO-format annotation file")
+    e.add_argument("--images", type=Path, help="images folder (default: <dataset>/images or the file's folder)")
+    e.add_argument("--name", help="dataset name for reports and prompt overrides (default: from the path)")
+    e.add_argument("--protocol", default="coco", choices=["coco", "lvis"], help="coco AP or LVIS Fixed AP")
+    _add_eval_options(e)
+    e.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser("eval-suite", help="evaluate on every dataset split below a folder (ODinW style)")
+    s.add_argument("root", type=Path, help="folder of COCO-format datasets, e.g. ../shared/data")
+    s.add_argument("--splits", default="val,valid,test", help="comma-separated split names (default val,valid,test)")
+    s.add_argument("--datasets", help="comma-separated dataset names (default: all)")
+    _add_eval_options(s)
+    s.set_defaults(func=_cmd_eval_suite)
+
+    g = sub.add_parser("eval-grounding", help="phrase-grounding Recall@1/5/10 on MDETR-format annotations")
+    g.add_argument("--annotations", type=Path, required=True, help="MDETR-format JSON (caption + tokens_positive)")
+    g.add_argument("--images", type=Path, required=True, help="images folder")
+    g.add_argument("--protocol", default="any", choices=["any", "merged"], help="ANY-BOX or MERGED-BOX")
+    g.add_argument("--sentences", type=Path, help="Flickr30k Entities Sentences/ folder (phrase types)")
+    _add_model_options(g)
+    g.set_defaults(func=_cmd_eval_grounding)
 
     c = sub.add_parser("convert", help="convert an official GLIP checkpoint into a glip model folder")
     c.add_argument("checkpoint", type=Path, help="official .pth file")

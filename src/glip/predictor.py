@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ from glip.errors import GLIPError, PromptError
 from glip.modeling.glip import GLIPModel, TextFeatures
 from glip.processing import GLIPInputs, GLIPProcessor, load_image
 from glip.structures import Detections
-from glip.text import Prompt, caption_prompt, chunk_vocabulary, load_tokenizer
+from glip.text import Prompt, caption_prompt, chunk_vocabulary, detection_prompt, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +40,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def merge_detections(parts: list[Detections], max_detections: int) -> Detections:
-    """Concatenate per-chunk detections of one image and keep the ``max_detections`` best."""
+def merge_detections(parts: list[Detections], max_detections: int | None) -> Detections:
+    """Concatenate per-chunk detections of one image, best first; keep ``max_detections`` (None: all)."""
     if len(parts) == 1:
         return parts[0]  # already capped by the post-processor (official tie rule)
     boxes = torch.cat([p.boxes_xyxy for p in parts])
     scores = torch.cat([p.scores for p in parts])
     labels = torch.cat([p.labels for p in parts])
     names = [n for p in parts for n in p.label_names]
-    order = scores.argsort(descending=True, stable=True)[:max_detections]
+    order = scores.argsort(descending=True, stable=True)
+    if max_detections is not None:
+        order = order[:max_detections]
     return Detections(
         boxes[order], scores[order], labels[order], [names[i] for i in order.tolist()], parts[0].image_size
     )
@@ -61,7 +63,9 @@ class GLIPPredictor:
         model: the model (moved to ``device`` and put in eval mode).
         processor: matching processor (``GLIPProcessor.from_config(model.config)`` by default).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-        max_detections: detections kept per image after merging vocabulary chunks.
+        max_detections: detections kept per image after merging vocabulary chunks (default: the
+            config's ``detections_per_image``; 0 keeps every chunk's detections, as the official LVIS
+            evaluation does).
         max_classes_per_chunk: optional cap on classes per prompt chunk (the official LVIS protocol uses 40).
     """
 
@@ -76,7 +80,9 @@ class GLIPPredictor:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.processor = processor or GLIPProcessor.from_config(model.config)
-        self.max_detections = max_detections or model.config.postprocess.detections_per_image
+        if max_detections is None:
+            max_detections = model.config.postprocess.detections_per_image
+        self.max_detections: int | None = max_detections if max_detections > 0 else None
         self.max_classes_per_chunk = max_classes_per_chunk
 
     @classmethod
@@ -91,21 +97,37 @@ class GLIPPredictor:
         return cls(model, processor, device, **kwargs)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ prompts
-    def prompts_for(self, classes: Sequence[str] | None = None, prompt: str | Prompt | None = None) -> list[Prompt]:
+    def prompts_for(
+        self,
+        classes: Sequence[str] | None = None,
+        prompt: str | Prompt | None = None,
+        label_ids: Sequence[int] | None = None,
+        caption_prompts: Sequence[Mapping[str, str]] | None = None,
+    ) -> list[Prompt]:
         """The prompt chunks for a class list, or the single prompt of a caption.
 
+        Args:
+            classes: class names (chunked into as many 256-token prompts as needed).
+            prompt: a caption or a ready :class:`Prompt`.
+            label_ids: the id reported for each class (default ``0..n-1``).
+            caption_prompts: ODinW-style ``{"prefix", "name", "suffix"}`` per class; the prompt is then
+                built exactly as the official ``create_queries_and_maps`` does and must fit in one prompt.
+
         Raises:
-            PromptError: if neither or both are given, or the text is empty / too long.
+            PromptError: if neither or both of classes/prompt are given, or the text is empty / too long.
         """
         if (classes is None) == (prompt is None):
             raise PromptError("give either class names or a prompt (caption), not both and not neither")
         if classes is not None:
-            names = [c for c in classes]
+            names = list(classes)
+            if caption_prompts is not None:
+                return [detection_prompt(names, caption_prompts=caption_prompts, label_ids=label_ids)]
             return chunk_vocabulary(
                 self.processor.tokenizer,
                 names,
                 max_len=self.processor.max_query_len,
                 max_classes_per_chunk=self.max_classes_per_chunk,
+                label_ids=label_ids,
             )
         return [prompt if isinstance(prompt, Prompt) else caption_prompt(prompt)]  # type: ignore[arg-type]
 
@@ -118,6 +140,7 @@ class GLIPPredictor:
         prompt: str | Prompt | None = None,
         threshold: float = 0.0,
         batch_size: int = 1,
+        label_ids: Sequence[int] | None = None,
     ) -> list[Detections]:
         """Detect what the text names in each image.
 
@@ -128,17 +151,18 @@ class GLIPPredictor:
             threshold: drop detections scoring below this.
             batch_size: images per forward pass (the official evaluation uses 1: padding to a
                 common size changes the numbers slightly).
+            label_ids: the id reported for each class (default ``0..n-1``).
 
         Returns:
             One :class:`Detections` per image, in original-image pixels, best first.
         """
         if isinstance(images, (Image.Image, str, Path)):
             images = [images]
-        chunks = self.prompts_for(classes, prompt)
+        chunks = self.prompts_for(classes, prompt, label_ids)
         results: list[Detections] = []
         for batch in _batches(list(images), batch_size):
             pil = [im if isinstance(im, Image.Image) else load_image(im) for im in batch]
-            results.extend(self._predict_batch(pil, chunks))
+            results.extend(self.predict_chunks(pil, chunks))
         return [r.above(threshold) if threshold > 0 else r for r in results]
 
     def iter_predict(
@@ -153,10 +177,15 @@ class GLIPPredictor:
         for path in paths:
             image = load_image(path)
             with torch.inference_mode():
-                det = self._predict_batch([image], chunks)[0]
+                det = self.predict_chunks([image], chunks)[0]
             yield Path(path), image, (det.above(threshold) if threshold > 0 else det)
 
-    def _predict_batch(self, images: list[Image.Image], chunks: list[Prompt]) -> list[Detections]:
+    @torch.inference_mode()
+    def predict_chunks(self, images: list[Image.Image], chunks: list[Prompt]) -> list[Detections]:
+        """Detections of a batch of images for prompt chunks of one vocabulary (merged per image).
+
+        The images are encoded once; the tower and head run once per chunk.
+        """
         first = self.processor(images, chunks[0]).to(self.device)
         features = self.model.encode_image(first.pixel_values)
         per_image: list[list[Detections]] = [[] for _ in images]

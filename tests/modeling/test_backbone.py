@@ -22,8 +22,8 @@ from glip.modeling.cnn_backbones import (
 )
 from glip.modeling.swin import SwinTransformer
 
-# COCO train2017 image 450 (coco128 copy, CC BY 2.0, see tests/data/README.md): a pizza.
-PHOTO = Path(__file__).resolve().parents[1] / "data" / "coco_000000000450.jpg"
+# COCO train2017 image 450 (coco128 copy, CC BY 2.0, see tests/fixtures/README.md): a pizza.
+PHOTO = Path(__file__).resolve().parents[1] / "fixtures" / "coco_000000000450.jpg"
 IMAGENET_PIZZA = 963
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,0 +1,217 @@
+"""COCO-format detection datasets: loading with validation that names the file and the record.
+
+Two layouts are recognised by :func:`find_coco_splits`:
+
+* ``<dataset>/annotations/<split>.json`` with ``file_name`` relative to ``<dataset>/images/``;
+* Roboflow / ODinW: ``<dataset>/<split>/_annotations.coco.json`` with ``file_name`` relative to
+  the split folder.
+
+Problems that make a file unusable (invalid JSON, missing keys, duplicate ids, annotations of
+unknown images or categories, missing image files) raise :class:`~glip.errors.DataError` with the
+file and the record. Records that can be skipped safely (boxes with zero or negative size, boxes
+that leave the image) are counted in :attr:`CocoDataset.issues` and logged once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glip.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+ROBOFLOW_NAME = "_annotations.coco.json"
+
+
+def _require(record: dict, keys: tuple[str, ...], where: str) -> None:
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise DataError(f"{where} lacks {', '.join(repr(k) for k in missing)}: {json.dumps(record)[:200]}")
+
+
+@dataclass
+class CocoDataset:
+    """A validated COCO-format detection dataset.
+
+    Attributes:
+        annotation_file: the JSON file.
+        image_root: folder that ``file_name`` is relative to.
+        data: the parsed JSON (what COCO evaluators receive; never modified).
+        images: image records sorted by id.
+        categories: category records sorted by id (their order defines the prompt order).
+        annotations: per image id, its usable (non-crowd, positive-size) annotations.
+        issues: counts of skipped records by reason.
+    """
+
+    annotation_file: Path
+    image_root: Path
+    data: dict[str, Any]
+    images: list[dict[str, Any]]
+    categories: list[dict[str, Any]]
+    annotations: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    issues: Counter = field(default_factory=Counter)
+
+    @property
+    def category_ids(self) -> list[int]:
+        """Category ids in prompt order."""
+        return [int(c["id"]) for c in self.categories]
+
+    @property
+    def category_names(self) -> list[str]:
+        """Category names in prompt order, exactly as in the file."""
+        return [str(c["name"]) for c in self.categories]
+
+    def image_path(self, image: dict[str, Any]) -> Path:
+        """Path of an image record's file."""
+        return self.image_root / image["file_name"]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @classmethod
+    def load(
+        cls, annotation_file: str | Path, image_root: str | Path | None = None, check_files: bool = True
+    ) -> CocoDataset:
+        """Read and validate a COCO-format file.
+
+        Args:
+            annotation_file: the JSON file.
+            image_root: folder of the images; default: ``<dataset>/images`` for the
+                ``annotations/<split>.json`` layout, the file's folder otherwise.
+            check_files: fail if an image file is missing.
+
+        Raises:
+            DataError: if the file is missing, not JSON, or has malformed or inconsistent records.
+        """
+        path = Path(annotation_file)
+        if not path.is_file():
+            raise DataError(f"annotation file {path} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"annotation file {path} is not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise DataError(f"annotation file {path} must hold a JSON object with images, annotations, categories")
+        for key in ("images", "categories"):
+            if not isinstance(data.get(key), list):
+                raise DataError(f"annotation file {path} has no '{key}' list")
+        if not isinstance(data.get("annotations", []), list):
+            raise DataError(f"annotation file {path}: 'annotations' must be a list")
+        root = Path(image_root) if image_root is not None else default_image_root(path)
+        ds = cls(path, root, data, *_validate(path, data))
+        if check_files:
+            missing = [im["file_name"] for im in ds.images if not ds.image_path(im).is_file()]
+            if missing:
+                raise DataError(
+                    f"{len(missing)} image(s) listed in {path} are missing under {root}, e.g. {missing[:3]}; "
+                    "pass the right images folder"
+                )
+        for reason, n in ds.issues.items():
+            logger.warning("%s: skipped %d annotation(s): %s", path, n, reason)
+        return ds
+
+
+def default_image_root(annotation_file: Path) -> Path:
+    """``<dataset>/images`` for ``<dataset>/annotations/<split>.json``, else the file's own folder."""
+    if annotation_file.parent.name == "annotations" and (annotation_file.parent.parent / "images").is_dir():
+        return annotation_file.parent.parent / "images"
+    return annotation_file.parent
+
+
+def _validate(path: Path, data: dict[str, Any]) -> tuple[list, list, dict, Counter]:
+    issues: Counter = Counter()
+    images, seen_images = [], set()
+    for i, im in enumerate(data["images"]):
+        where = f"{path}: images[{i}]"
+        if not isinstance(im, dict):
+            raise DataError(f"{where} is not an object")
+        if "file_name" not in im and isinstance(im.get("coco_url"), str):
+            # LVIS v1 lists images by URL only: <split>/<file> under the COCO image root
+            im = {**im, "file_name": "/".join(im["coco_url"].split("/")[-2:])}
+        _require(im, ("id", "file_name", "width", "height"), where)
+        if im["id"] in seen_images:
+            raise DataError(f"{where}: duplicate image id {im['id']}")
+        if (
+            not (isinstance(im["width"], (int, float)) and isinstance(im["height"], (int, float)))
+            or min(im["width"], im["height"]) <= 0
+        ):
+            raise DataError(f"{where}: width/height must be positive numbers, got {im['width']}x{im['height']}")
+        seen_images.add(im["id"])
+        images.append(im)
+    categories, seen_cats = [], set()
+    for i, cat in enumerate(data["categories"]):
+        where = f"{path}: categories[{i}]"
+        _require(cat, ("id", "name"), where)
+        if cat["id"] in seen_cats:
+            raise DataError(f"{where}: duplicate category id {cat['id']}")
+        if not str(cat["name"]).strip():
+            raise DataError(f"{where}: empty category name")
+        seen_cats.add(cat["id"])
+        categories.append(cat)
+    if not categories:
+        raise DataError(f"{path} defines no categories")
+    sizes = {im["id"]: (im["width"], im["height"]) for im in images}
+    by_image: dict[int, list] = defaultdict(list)
+    for i, ann in enumerate(data.get("annotations", [])):
+        where = f"{path}: annotations[{i}]"
+        _require(ann, ("image_id", "category_id", "bbox"), where)
+        if ann["image_id"] not in sizes:
+            raise DataError(f"{where} refers to unknown image id {ann['image_id']}")
+        if ann["category_id"] not in seen_cats:
+            raise DataError(
+                f"{where} has unknown category id {ann['category_id']} (known: {sorted(seen_cats)[:10]}...)"
+            )
+        box = ann["bbox"]
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+            raise DataError(f"{where}: bbox must be [x, y, w, h] numbers, got {box!r}")
+        if ann.get("iscrowd", 0):
+            issues["crowd region (ignored for training, kept for evaluation)"] += 1
+            continue
+        x, y, w, h = box
+        if w <= 0 or h <= 0:
+            issues["box with zero or negative width/height"] += 1
+            continue
+        iw, ih = sizes[ann["image_id"]]
+        if x >= iw or y >= ih or x + w <= 0 or y + h <= 0:
+            issues["box entirely outside its image"] += 1
+            continue
+        by_image[ann["image_id"]].append(ann)
+    images.sort(key=lambda im: im["id"])
+    categories.sort(key=lambda c: c["id"])
+    return images, categories, dict(by_image), issues
+
+
+@dataclass(frozen=True)
+class SplitFile:
+    """One split of a dataset found on disk."""
+
+    dataset: str
+    split: str
+    annotation_file: Path
+    image_root: Path
+
+
+def find_coco_splits(root: str | Path, splits: tuple[str, ...] | None = None) -> list[SplitFile]:
+    """Every COCO-format split below ``root`` (one level of dataset folders), sorted by dataset then split.
+
+    Args:
+        root: a folder of datasets (e.g. ``shared/data`` or an ODinW download).
+        splits: keep only these split names (e.g. ``("val", "valid", "test")``).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset folder {root} does not exist")
+    found = []
+    for ds in sorted(p for p in root.iterdir() if p.is_dir()):
+        for ann in sorted((ds / "annotations").glob("*.json")) if (ds / "annotations").is_dir() else []:
+            found.append(SplitFile(ds.name, ann.stem, ann, default_image_root(ann)))
+        for ann in sorted(ds.glob(f"*/{ROBOFLOW_NAME}")):
+            found.append(SplitFile(ds.name, ann.parent.name, ann, ann.parent))
+    if splits is not None:
+        found = [s for s in found if s.split in splits]
+    return found
