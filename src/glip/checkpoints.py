@@ -41,6 +41,7 @@ IGNORED_OFFICIAL_KEYS: tuple[tuple[str, str], ...] = (
     (r"language_backbone\.body\.model\.embeddings\.position_ids", "position-id buffer of old transformers"),
     (r"language_backbone\.body\.model\.pooler\.dense\.(weight|bias)", "BERT pooler, unused by GLIP"),
     (r"rpn\.head\.mlm_head\..*", "masked-language-model head of pre-training, unused at inference"),
+    (r"rpn\.tunable_linear\.weight", "prompt-tuning offset, loaded only into a model built with text.prompt_offset"),
 )
 # Top-level entries of an official checkpoint file other than "model", skipped by name.
 IGNORED_CONTAINER_ENTRIES = ("optimizer", "scheduler", "iteration", "model_ema")
@@ -74,6 +75,18 @@ _HEAD = {
     "bias_lang": "head.bias_lang",
     "bias0": "head.bias0",
 }
+# Official keys of optional parts (prompt tuning, MLM head) -> ours. When our model does not build the
+# part, the converter reports them with the ignored keys (they match IGNORED_OFFICIAL_KEYS).
+_OPTIONAL = {
+    "rpn.tunable_linear.weight": "prompt_offset",
+    "rpn.head.mlm_head.transform.dense.weight": "mlm_head.dense.weight",
+    "rpn.head.mlm_head.transform.dense.bias": "mlm_head.dense.bias",
+    "rpn.head.mlm_head.transform.LayerNorm.weight": "mlm_head.norm.weight",
+    "rpn.head.mlm_head.transform.LayerNorm.bias": "mlm_head.norm.bias",
+    "rpn.head.mlm_head.decoder.weight": "mlm_head.decoder.weight",
+    "rpn.head.mlm_head.decoder.bias": "mlm_head.decoder.bias",
+    "rpn.head.mlm_head.bias": "mlm_head.decoder.bias",  # the same tensor, registered twice officially
+}
 _FPN = {
     "fpn_inner2": "inner_blocks.0",
     "fpn_inner3": "inner_blocks.1",
@@ -94,6 +107,8 @@ def official_key_to_ours(key: str, early_fusion: bool) -> str | None:
         early_fusion: the official tower interleaves ``[VLFuse, BertEncoderLayer, DyConv]`` (GLIP-T/L);
             without fusion (GLIP-T(A)) every tower index is a DyConv.
     """
+    if key in _OPTIONAL:  # heads that exist only in some checkpoints and some of our configs
+        return _OPTIONAL[key]
     if is_ignored_official_key(key):
         return None
     if key.startswith("backbone.body."):

@@ -91,6 +91,10 @@ class TextConfig:
     # Official quirk: every prompt is padded to max_query_len tokens (PAD_MAX). Padding length does
     # not change the valid tokens' outputs, only the cost; False pads to the longest prompt.
     pad_to_max: bool = True
+    # Prompt tuning (official language_prompt_v2): a learned offset per token position added to the
+    # text features before fusion; built only when enabled (official key rpn.tunable_linear.weight).
+    prompt_offset: bool = False
+    prompt_offset_positions: int = 1000
 
 
 @dataclass
@@ -155,6 +159,30 @@ class PostProcessConfig:
 
 
 @dataclass
+class LossConfig:
+    """Training losses (official GLIP defaults) and the GLIPv2 additions, each on/off and weighted."""
+
+    # ATSS: candidate anchors per level and per box (TOPK).
+    atss_topk: int = 9
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    token_weight: float = 1.0
+    # GIoU on decoded boxes, weighted by centerness targets (REG_LOSS_WEIGHT).
+    box_weight: float = 2.0
+    centerness_weight: float = 1.0
+    # GLIPv2 inter-image region-word contrastive loss on pre-fusion features (off in GLIP).
+    contrastive: bool = False
+    contrastive_weight: float = 1.0
+    contrastive_dim: int = 64
+    contrastive_max_positives: int = 100
+    contrastive_log_scale: float = 0.0
+    # GLIPv2 masked language modelling on the fused text features (off in GLIP).
+    mlm: bool = False
+    mlm_weight: float = 1.0
+    mlm_probability: float = 0.15
+
+
+@dataclass
 class InputConfig:
     """Image transform of the processor (the official test transform by default)."""
 
@@ -177,6 +205,7 @@ class GLIPConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     postprocess: PostProcessConfig = field(default_factory=PostProcessConfig)
     input: InputConfig = field(default_factory=InputConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     preset: str = "custom"
 
     def __post_init__(self) -> None:
@@ -241,6 +270,17 @@ class GLIPConfig:
             f"input.min_size={inp.min_size} and max_size={inp.max_size}: need 0 < min_size <= max_size",
         )
         _check(inp.size_divisibility >= 1, "input.size_divisibility must be at least 1")
+        lo = self.loss
+        _check(lo.atss_topk >= 1, f"loss.atss_topk={lo.atss_topk} must be at least 1")
+        _check(0.0 <= lo.mlm_probability < 1.0, f"loss.mlm_probability={lo.mlm_probability} must be in [0, 1)")
+        _check(
+            not lo.mlm or tw.early_fusion,
+            "loss.mlm=True needs tower.early_fusion=True (MLM predicts tokens from the fused text features)",
+        )
+        _check(
+            t.max_query_len <= t.prompt_offset_positions,
+            f"text.prompt_offset_positions={t.prompt_offset_positions} must cover max_query_len={t.max_query_len}",
+        )
 
     @property
     def layer_scale_init(self) -> float:

@@ -113,3 +113,89 @@ class EntityMap:
 
     def __len__(self) -> int:
         return len(self.token_ids)
+
+
+@dataclass
+class GroundingSample:
+    """One training example before transforms and tokenisation (the data pipeline's output).
+
+    Attributes:
+        image: the RGB image.
+        prompt: the text and its entities (class names of a detection prompt, or phrases of a caption).
+        boxes_xyxy: ``(M, 4)`` float32 boxes in original-image pixels, official +1 convention
+            (``x2 = x + w - 1``).
+        box_entities: per box, the indices of the prompt entities it belongs to (usually one; a
+            grounding box referred to by several phrases lists them all).
+        entity_labels: per entity, its object-detection class id for detection-type prompts (used by
+            GLIPv2's label propagation), or -1 for phrases of free captions.
+        kind: ``"detection"``, ``"grounding"`` or ``"image_text"`` (pseudo-labelled caption).
+        image_id: identifier of the source record (for logs and errors).
+    """
+
+    image: Any
+    prompt: Any
+    boxes_xyxy: Tensor
+    box_entities: list[list[int]]
+    entity_labels: list[int]
+    kind: str = "detection"
+    image_id: Any = None
+
+
+@dataclass
+class GroundingTarget:
+    """Training target of one image, in network-input (resized, unpadded) pixels.
+
+    Attributes:
+        boxes_xyxy: ``(M, 4)`` float32 boxes, +1 convention.
+        positive_map: ``(M, T)`` float 0/1: token ``t`` belongs to box ``m``'s phrase(s).
+        box_labels: ``(M,)`` int64 object-detection class id of each box, -1 when it has none.
+        token_labels: ``(T,)`` int64 class id that each token names (detection prompts), -1 otherwise
+            (special tokens, separators, padding and caption tokens): the label-propagation map.
+        kind: as :attr:`GroundingSample.kind`.
+        image_size: ``(height, width)`` of the resized image.
+    """
+
+    boxes_xyxy: Tensor
+    positive_map: Tensor
+    box_labels: Tensor
+    token_labels: Tensor
+    kind: str = "detection"
+    image_size: tuple[int, int] = (0, 0)
+
+    def to(self, device: torch.device | str) -> GroundingTarget:
+        """Move the tensors to ``device``."""
+        return GroundingTarget(
+            self.boxes_xyxy.to(device), self.positive_map.to(device), self.box_labels.to(device),
+            self.token_labels.to(device), self.kind, self.image_size,
+        )  # fmt: skip
+
+
+@dataclass
+class TrainBatch:
+    """A collated training batch.
+
+    Attributes:
+        pixel_values: ``(B, 3, H, W)`` normalised, padded images.
+        pixel_mask: ``(B, H, W)`` bool, True on real pixels.
+        input_ids, attention_mask: ``(B, T)`` prompt tokens (``input_ids`` already MLM-masked when MLM is on).
+        targets: one :class:`GroundingTarget` per image.
+        mlm_labels: ``(B, T)`` int64 original ids of masked tokens, -100 elsewhere; None without MLM.
+    """
+
+    pixel_values: Tensor
+    pixel_mask: Tensor
+    input_ids: Tensor
+    attention_mask: Tensor
+    targets: list[GroundingTarget]
+    mlm_labels: Tensor | None = None
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TrainBatch:
+        """Move every tensor to ``device``."""
+        return TrainBatch(
+            self.pixel_values.to(device, non_blocking=non_blocking),
+            self.pixel_mask.to(device, non_blocking=non_blocking),
+            self.input_ids.to(device, non_blocking=non_blocking),
+            self.attention_mask.to(device, non_blocking=non_blocking),
+            [t.to(device) for t in self.targets],
+            None if self.mlm_labels is None else self.mlm_labels.to(device, non_blocking=non_blocking),
+        )

@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers.activations import ACT2FN
 
 from glip.config import GLIPConfig
 from glip.modeling.anchors import BoxCoder, grid_anchors
 from glip.modeling.backbone import build_vision_backbone
 from glip.modeling.dyhead import DyConv, VLTower, VLTowerBlock, level_pixel_mask
-from glip.modeling.fusion import FusionBlock
+from glip.modeling.fusion import FusionBlock, flatten_levels
 from glip.modeling.head import GLIPHead
 from glip.modeling.language import TextEncoder, resolve_text_weights
 from glip.modeling.text_layer import ClampedBertLayer
@@ -52,6 +54,24 @@ class TextFeatures:
         return TextFeatures(self.hidden.expand(n, -1, -1), self.mask.expand(n, -1))
 
 
+class MLMHead(nn.Module):
+    """BERT's masked-language-model head: dense + activation + LayerNorm, then a vocabulary decoder."""
+
+    def __init__(
+        self, hidden_size: int, vocab_size: int, layer_norm_eps: float = 1e-12, hidden_act: str = "gelu"
+    ) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.act = ACT2FN[hidden_act]
+        self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.decoder = nn.Linear(hidden_size, vocab_size)
+        nn.init.zeros_(self.decoder.bias)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """``(batch, T, hidden_size)`` → ``(batch, T, vocab_size)`` logits."""
+        return self.decoder(self.norm(self.act(self.dense(hidden))))
+
+
 @dataclass
 class GLIPOutput:
     """Everything the criterion and the post-processor need.
@@ -68,6 +88,11 @@ class GLIPOutput:
         fused_text: ``(batch, T, text_dim)`` text after the tower (None without fusion).
         fpn_features: the pre-fusion pyramid, ``L`` maps ``(batch, C, H_l, W_l)``.
         tower_features: the tower's output pyramid, same shapes.
+        region_embeddings: ``(batch, N, D_c)`` L2-normalised projections of the pre-fusion features
+            (GLIPv2 contrastive loss; None unless ``loss.contrastive``).
+        token_embeddings: ``(batch, T, D_c)`` L2-normalised projections of ``text_embedding`` (same).
+        mlm_logits: ``(batch, T, vocab)`` masked-language-model logits from the fused text (None unless
+            ``loss.mlm``).
     """
 
     logits: Tensor
@@ -79,6 +104,9 @@ class GLIPOutput:
     fused_text: Tensor | None
     fpn_features: list[Tensor]
     tower_features: list[Tensor]
+    region_embeddings: Tensor | None = None
+    token_embeddings: Tensor | None = None
+    mlm_logits: Tensor | None = None
 
 
 class GLIPModel(nn.Module):
@@ -172,6 +200,15 @@ class GLIPModel(nn.Module):
             tw.clamp_value,
         )
         self.box_coder = BoxCoder(tuple(h.box_coder_weights), h.bbox_xform_clip, h.legacy_plus_one)
+        lo = config.loss
+        # Prompt tuning (official language_prompt_v2): only this offset is trained, initialised to zero.
+        self.prompt_offset = (
+            nn.Parameter(torch.zeros(t.prompt_offset_positions, t.hidden_size)) if t.prompt_offset else None
+        )
+        # GLIPv2 heads, built only when their loss is on.
+        self.contrastive_image = nn.Linear(tw.channels, lo.contrastive_dim) if lo.contrastive else None
+        self.contrastive_text = nn.Linear(t.hidden_size, lo.contrastive_dim) if lo.contrastive else None
+        self.mlm_head = MLMHead(t.hidden_size, t.vocab_size, t.layer_norm_eps, t.hidden_act) if lo.mlm else None
         self._anchor_strides = tuple(h.anchor_strides)
         self._anchor_scale = h.anchor_scale
         self._legacy_plus_one = h.legacy_plus_one
@@ -212,11 +249,21 @@ class GLIPModel(nn.Module):
         flat_mask = None
         if self._mask_text_to_image and pixel_mask is not None:
             flat_mask = level_pixel_mask(pixel_mask, level_sizes)
-        tower_feats, fused = self.tower(fpn_features, text.hidden, text.mask, flat_mask)
-        lang = fused if self._fused_text_for_logits else text.embedded
+        hidden, embedded = text.hidden, text.embedded
+        if self.prompt_offset is not None:
+            offset = self.prompt_offset[: hidden.shape[1]].unsqueeze(0)
+            hidden, embedded = hidden + offset, embedded + offset
+        tower_feats, fused = self.tower(fpn_features, hidden, text.mask, flat_mask)
+        lang = fused if self._fused_text_for_logits else embedded
         emb, proj, bias = self.head.text_queries(lang)
         logits = self.head.grounding_logits(tower_feats, proj, bias)
         box_regression, centerness = self.head.box_outputs(tower_feats)
+        region_emb = token_emb = mlm_logits = None
+        if self.contrastive_image is not None and self.contrastive_text is not None:
+            region_emb = F.normalize(self.contrastive_image(flatten_levels(fpn_features)[0]), dim=-1)
+            token_emb = F.normalize(self.contrastive_text(emb), dim=-1)
+        if self.mlm_head is not None:
+            mlm_logits = self.mlm_head(fused)
         return GLIPOutput(
             logits=logits,
             box_regression=box_regression,
@@ -227,6 +274,9 @@ class GLIPModel(nn.Module):
             fused_text=fused if self.config.tower.early_fusion else None,
             fpn_features=fpn_features,
             tower_features=tower_feats,
+            region_embeddings=region_emb,
+            token_embeddings=token_emb,
+            mlm_logits=mlm_logits,
         )
 
     def forward(
