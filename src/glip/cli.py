@@ -171,6 +171,21 @@ def _cmd_eval_grounding(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from glip.engine.config import TrainConfig
+    from glip.engine.trainer import train
+
+    overrides = list(args.set or [])
+    if args.output_dir:
+        overrides.append(f"run.output_dir={args.output_dir}")
+    config = TrainConfig.from_yaml(args.config, overrides)
+    metrics = train(config, resume=args.resume)
+    if metrics:
+        print(json.dumps({"final_validation": metrics}, indent=2))
+    print(f"model saved in {Path(config.run.output_dir) / 'model'}")
+    return 0
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model folder (config.json + model.safetensors) or official GLIP .pth")
     p.add_argument("--out-dir", type=Path, default=Path("outputs/eval"), help="reports and detections")
@@ -225,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sentences", type=Path, help="Flickr30k Entities Sentences/ folder (phrase types)")
     _add_model_options(g)
     g.set_defaults(func=_cmd_eval_grounding)
+
+    t = sub.add_parser("train", help="train or fine-tune from a YAML recipe (single process or torchrun)")
+    t.add_argument("config", type=Path, help="recipe, e.g. configs/finetune_shared_data.yaml")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of run.output_dir")
+    t.add_argument("--output-dir", help="shortcut for --set run.output_dir=...")
+    t.set_defaults(func=_cmd_train)
 
     c = sub.add_parser("convert", help="convert an official GLIP checkpoint into a glip model folder")
     c.add_argument("checkpoint", type=Path, help="official .pth file")

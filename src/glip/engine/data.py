@@ -1,0 +1,181 @@
+"""The trainer's data: the weighted training mixture, its resumable loader, and validation.
+
+Resume is exact because everything about the stream is a function of the step: the loader
+drops the last incomplete batch of an epoch, so step ``s`` is batch ``s % B`` of epoch ``s // B``
+(``B`` batches per epoch and rank); the sampler is positioned there; each sample's prompt and
+augmentation randomness comes from ``(seed, epoch, index)``, independent of workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from glip.config import GLIPConfig
+from glip.data import (
+    CocoDataset,
+    DetectionGroundingDataset,
+    GroundingCollator,
+    ImageTextDataset,
+    MdetrGroundingDataset,
+    MixedDataset,
+    OdPromptOptions,
+    TrainTransform,
+    WeightedMixSampler,
+)
+from glip.engine.config import SourceSpec, TrainConfig
+from glip.engine.distributed import DistInfo
+from glip.errors import ConfigError
+from glip.text import load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+# Detection label ids of different datasets collide (1 = person in COCO, 1 = raccoon elsewhere):
+# each source's labels are shifted by its position times this, so GLIPv2 label propagation only
+# links boxes and tokens of the same dataset's class.
+LABEL_SPACE_STRIDE = 100_000
+
+
+@dataclass
+class TrainData:
+    """Training loader factory and validation sources."""
+
+    loader: DataLoader
+    sampler: WeightedMixSampler
+    batch_size: int
+    world_size: int
+    # batches per epoch and rank, fixed at construction (len(loader) shrinks once the sampler is positioned)
+    epoch_batches: int
+    val: list[SourceSpec] = field(default_factory=list)
+    config: GLIPConfig | None = None
+    tokenizer: Any = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches per epoch and rank (the incomplete last batch is dropped)."""
+        return self.epoch_batches
+
+    def state_dict(self, step: int) -> dict[str, Any]:
+        """Where the stream stands after ``step`` optimiser steps."""
+        epoch, batch = divmod(step, self.batches_per_epoch)
+        return {"step": step, "epoch": epoch, "batch": batch, "sampler_seed": self.sampler.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Check a saved position against this data (the position itself follows from the step).
+
+        Raises:
+            ConfigError: if the run's data or seed changed since the checkpoint.
+        """
+        if int(state["sampler_seed"]) != self.sampler.seed:
+            raise ConfigError("the checkpoint was written with another run.seed: resume with the same recipe")
+        epoch, batch = divmod(int(state["step"]), self.batches_per_epoch)
+        if (epoch, batch) != (int(state["epoch"]), int(state["batch"])):
+            raise ConfigError(
+                "the training data changed since the checkpoint (different batches per epoch): "
+                "resume with the same data, batch size and world size"
+            )
+
+    def batches(self, start_step: int) -> Iterator[Any]:
+        """Endless batches from the position of ``start_step``."""
+        epoch, batch = divmod(start_step, self.batches_per_epoch)
+        while True:
+            self.sampler.set_epoch(epoch)
+            offset = batch * self.batch_size * self.world_size
+            self.sampler.load_state_dict({"seed": self.sampler.seed, "epoch": epoch, "offset": offset})
+            yield from self.loader
+            epoch, batch = epoch + 1, 0
+
+    def evaluate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        """COCO AP / AP50 of every detection validation source."""
+        from glip.evaluation.detection import evaluate_coco_dataset
+        from glip.evaluation.prompts import dataset_prompt
+        from glip.predictor import GLIPPredictor
+        from glip.processing import GLIPProcessor
+
+        processor = GLIPProcessor.from_config(model.config, self.tokenizer)  # type: ignore[attr-defined]
+        predictor = GLIPPredictor(model, processor, device)  # type: ignore[arg-type]
+        out: dict[str, float] = {}
+        for spec in self.val:
+            if spec.kind != "detection":
+                logger.warning("validation source %s: only detection sources are scored during training", spec.name)
+                continue
+            dataset = CocoDataset.load(spec.annotations, spec.images)
+            prompt = dataset_prompt(
+                dataset.category_names, {"categories": spec.prompt_overrides} if spec.prompt_overrides else None
+            )
+            _, metrics = evaluate_coco_dataset(predictor, dataset, prompt, batch_size=1, progress=False)
+            out[f"{spec.name}/AP"] = metrics.stats["AP"]
+            out[f"{spec.name}/AP50"] = metrics.stats["AP50"]
+        aps = [v for k, v in out.items() if k.endswith("/AP") and v >= 0]
+        if aps:
+            out["mean_AP"] = sum(aps) / len(aps)
+        return out
+
+
+def build_source(spec: SourceSpec, position: int, config: TrainConfig, model_config: GLIPConfig, tokenizer: Any):
+    """The dataset of one training source."""
+    d, inp = config.data, model_config.input
+    transform = TrainTransform(
+        min_sizes=tuple(d.min_sizes), max_size=d.max_size, flip_prob=d.flip_prob, input_format=inp.input_format,
+        pixel_mean=inp.pixel_mean, pixel_std=inp.pixel_std,
+    )  # fmt: skip
+    seed = config.run.seed + 7919 * position
+    if spec.kind == "detection":
+        coco = CocoDataset.load(spec.annotations, spec.images)
+        return DetectionGroundingDataset(
+            coco, tokenizer, transform, options=OdPromptOptions(random_sample_negative=d.max_negatives),
+            prompt_overrides=spec.prompt_overrides or None, seed=seed, label_offset=LABEL_SPACE_STRIDE * position,
+            few_shot=spec.few_shot or 0, few_shot_seed=spec.few_shot_seed if spec.few_shot else None,
+        )  # fmt: skip
+    if spec.kind == "grounding":
+        return MdetrGroundingDataset(spec.annotations, spec.images, transform, seed=seed)
+    return ImageTextDataset(spec.annotations, spec.images, transform, seed=seed, score_threshold=spec.min_score)
+
+
+def build_train_data(config: TrainConfig, model_config: GLIPConfig, dist: DistInfo) -> TrainData:
+    """Datasets, mixing sampler, collator and loader for a recipe.
+
+    Raises:
+        ConfigError: if the recipe has no training source or an epoch has fewer samples than a batch.
+    """
+    if not config.data.train:
+        raise ConfigError("the recipe lists no training data (data.train)")
+    tokenizer = load_tokenizer(model_config.text.tokenizer)
+    datasets = [build_source(s, i, config, model_config, tokenizer) for i, s in enumerate(config.data.train)]
+    names = [s.name for s in config.data.train]
+    mixed = MixedDataset(datasets, names)
+    sampler = WeightedMixSampler(
+        [len(ds) for ds in datasets], [s.weight for s in config.data.train], seed=config.run.seed,
+        rank=dist.rank, world_size=dist.world_size,
+    )  # fmt: skip
+    lo, t = model_config.loss, model_config.text
+    collator = GroundingCollator(
+        tokenizer, max_query_len=t.max_query_len, pad_to_max=t.pad_to_max,
+        size_divisibility=model_config.input.size_divisibility, mlm=lo.mlm, mlm_probability=lo.mlm_probability,
+        seed=config.run.seed,
+    )  # fmt: skip
+    workers = config.data.num_workers
+    loader = DataLoader(
+        mixed, batch_size=config.data.batch_size, sampler=sampler, collate_fn=collator, num_workers=workers,
+        drop_last=True, pin_memory=dist.device.type == "cuda", persistent_workers=workers > 0,
+    )  # fmt: skip
+    if len(loader) == 0:
+        raise ConfigError(
+            f"an epoch has {len(sampler)} samples per rank, fewer than data.batch_size={config.data.batch_size}"
+        )
+    logger.info("training mixture %s: %d samples per epoch and rank, %d batches", names, len(sampler), len(loader))
+    return TrainData(
+        loader,
+        sampler,
+        config.data.batch_size,
+        dist.world_size,
+        len(loader),
+        list(config.data.val),
+        model_config,
+        tokenizer,
+    )

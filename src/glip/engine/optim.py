@@ -1,0 +1,75 @@
+"""The optimiser policy: official GLIP parameter groups, AdamW, warmup + step or cosine schedule.
+
+Parameter groups (official ``make_optimizer``), decided by name for every trainable parameter:
+
+* text-encoder parameters (``text_encoder.*``, official ``language_backbone``) use ``text_lr``;
+  all others use ``lr`` (the tower's own BERT layers are *not* the text encoder);
+* any name containing ``bias`` (biases, and also ``head.bias_lang`` / ``head.bias0`` exactly as
+  officially) gets its learning rate multiplied by ``bias_lr_factor`` (2) and weight decay
+  ``bias_weight_decay`` (0).
+
+Schedule (official ``WarmupMultiStepLR`` / cosine): linear warmup from ``warmup_factor`` over
+``warmup_iters``, then ×``gamma`` at each step fraction of ``max_iters`` (or cosine decay to
+``min_lr_factor``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from glip.engine.config import OptimSpec
+
+
+def parameter_groups(model: nn.Module, spec: OptimSpec) -> list[dict]:
+    """One group per distinct (lr, weight decay) of the trainable parameters, with their names."""
+    groups: dict[tuple[float, float], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        lr = spec.text_lr if name.startswith("text_encoder.") else spec.lr
+        wd = spec.weight_decay
+        if "bias" in name:
+            lr *= spec.bias_lr_factor
+            wd = spec.bias_weight_decay
+        group = groups.setdefault((lr, wd), {"params": [], "names": [], "lr": lr, "weight_decay": wd})
+        group["params"].append(p)
+        group["names"].append(name)
+    return list(groups.values())
+
+
+def build_optimizer(model: nn.Module, spec: OptimSpec) -> torch.optim.AdamW:
+    """AdamW over :func:`parameter_groups`.
+
+    Raises:
+        ValueError: if the model has no trainable parameter.
+    """
+    groups = parameter_groups(model, spec)
+    if not groups:
+        raise ValueError("the model has no trainable parameters (check the fine-tuning mode)")
+    for g in groups:
+        g.pop("names")
+    return torch.optim.AdamW(groups, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay)
+
+
+def lr_factor(step: int, spec: OptimSpec, max_iters: int) -> float:
+    """Multiplier of every group's base learning rate at ``step`` (0-based)."""
+    warm = 1.0
+    if step < spec.warmup_iters:
+        alpha = step / max(1, spec.warmup_iters)
+        warm = spec.warmup_factor * (1 - alpha) + alpha
+    if spec.schedule == "step":
+        milestones = sorted(round(f * max_iters) for f in spec.steps)
+        return warm * spec.gamma ** bisect.bisect_right(milestones, step)
+    progress = min(1.0, max(0.0, (step - spec.warmup_iters) / max(1, max_iters - spec.warmup_iters)))
+    cosine = spec.min_lr_factor + (1 - spec.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return warm * cosine
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, spec: OptimSpec, max_iters: int) -> LambdaLR:
+    """Per-iteration schedule (call ``step()`` once per optimiser step)."""
+    return LambdaLR(optimizer, lambda step: lr_factor(step, spec, max_iters))
