@@ -122,3 +122,23 @@ def test_official_pth_loads_through_from_pretrained(tmp_path):
     write_official_checkpoint(cfg, tmp_path / "c.pth")
     model = GLIPModel.from_pretrained(tmp_path / "c.pth")
     assert model.config.tower.num_blocks == cfg.tower.num_blocks
+
+
+def test_folder_without_package_provided_parts_in_half_precision(tmp_path):
+    torch.manual_seed(0)
+    model = GLIPModel(GLIPConfig.from_preset("effnet_minilm")).eval()
+    model.save_pretrained(tmp_path / "m", exclude=("text", "body"), dtype=torch.float16)
+    from safetensors.torch import load_file
+
+    stored = load_file(str(tmp_path / "m" / "model.safetensors"))
+    assert not any(k.startswith(("text_encoder.", "backbone.body.")) for k in stored)
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    loaded = GLIPModel.from_pretrained(tmp_path / "m").eval()
+    ref, got = model.state_dict(), loaded.state_dict()
+    for k in ref:
+        if k.startswith(("text_encoder.", "backbone.body.")):
+            assert torch.equal(ref[k], got[k]), k  # rebuilt from the installed packages
+        elif ref[k].is_floating_point():
+            assert torch.allclose(ref[k], got[k], atol=1e-3, rtol=1e-3), k
+    with pytest.raises(CheckpointError, match="no installed weights"):
+        GLIPModel(GLIPConfig.tiny()).save_pretrained(tmp_path / "x", exclude=("text",))

@@ -13,6 +13,7 @@ half-written model behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -315,18 +316,64 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def save_model(model: object, folder: str | Path, tokenizer: object | None = None) -> Path:
-    """Write ``config.json``, ``model.safetensors`` and tokenizer files into ``folder`` (atomically per file)."""
+# Parts that a model folder may leave out because installed packages provide them: the model is then
+# built with its pretrained parts loaded (text.weights / vision.pretrained) and the file fills the rest.
+EXCLUDABLE = {
+    "text": ("text_encoder.", "text.weights"),
+    "body": ("backbone.body.", "vision.pretrained"),
+}
+MANIFEST_NAME = "weights.json"
+
+
+def save_model(
+    model: object,
+    folder: str | Path,
+    tokenizer: object | None = None,
+    exclude: tuple[str, ...] = (),
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and tokenizer files into ``folder`` (atomically per file).
+
+    Args:
+        model: the model.
+        folder: output folder.
+        tokenizer: tokenizer to save (default: the config's).
+        exclude: parts left out of the weight file because an installed package provides them
+            (``"text"``: the config's ``text.weights``; ``"body"``: the CNN body with ``vision.pretrained``).
+            They must not have changed in training; the loader rebuilds them from the packages.
+        dtype: store floating-point tensors in this dtype (e.g. ``torch.float16`` to halve the file);
+            the loader casts back to the model's dtype.
+
+    Raises:
+        CheckpointError: if an excluded part has no package to come from.
+    """
     from glip.text import load_tokenizer
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     config: GLIPConfig = model.config  # type: ignore[attr-defined]
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # type: ignore[attr-defined]
-    _atomic_write(
-        out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt", "preset": config.preset})
-    )
+    prefixes = []
+    for part in exclude:
+        if part not in EXCLUDABLE:
+            raise CheckpointError(f"cannot exclude {part!r}: use one of {sorted(EXCLUDABLE)}")
+        prefix, field_name = EXCLUDABLE[part]
+        if (part == "text" and config.text.weights is None) or (part == "body" and not config.vision.pretrained):
+            raise CheckpointError(
+                f"cannot leave out {part!r}: the config has no installed weights for it ({field_name})"
+            )
+        prefixes.append(prefix)
+    state = {
+        k: (
+            v.detach().cpu().to(dtype) if dtype is not None and v.is_floating_point() else v.detach().cpu()
+        ).contiguous()
+        for k, v in model.state_dict().items()  # type: ignore[attr-defined]
+        if not k.startswith(tuple(prefixes))
+    }
+    meta = {"format": "pt", "preset": config.preset}
+    _atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=meta))
     _atomic_write(out / CONFIG_NAME, lambda tmp: config.to_json(tmp))
+    manifest = {"excluded_prefixes": prefixes, "dtype": str(dtype).removeprefix("torch.") if dtype else "float32"}
+    _atomic_write(out / MANIFEST_NAME, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"))
     tok = tokenizer if tokenizer is not None else load_tokenizer(config.text.tokenizer)
     tok.save_pretrained(str(out))  # type: ignore[attr-defined]
     return out
@@ -351,12 +398,16 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ob
     if not (p / CONFIG_NAME).is_file() or not (p / WEIGHTS_NAME).is_file():
         raise CheckpointError(f"{p} is not a glip model folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
     config = GLIPConfig.from_json(p / CONFIG_NAME)
-    model = GLIPModel(config, load_pretrained_parts=False)
+    excluded: tuple[str, ...] = ()
+    if (p / MANIFEST_NAME).is_file():
+        excluded = tuple(json.loads((p / MANIFEST_NAME).read_text()).get("excluded_prefixes", []))
+    # parts left out of the file come from the installed packages named by the config
+    model = GLIPModel(config, load_pretrained_parts=bool(excluded))
     try:
         state = load_file(str(p / WEIGHTS_NAME))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"cannot read {p / WEIGHTS_NAME}: {e}") from e
-    expected = model.state_dict()
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(excluded)}
     bad = [
         f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
         for k, v in state.items()
@@ -369,5 +420,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ob
             f"weights in {p} do not match its config: {len(bad)} shape mismatches {bad[:3]}, "
             f"{len(missing)} missing {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"
         )
-    model.load_state_dict(state)
+    own = model.state_dict()
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
     return model.to(map_location)

@@ -88,6 +88,8 @@ class OptimSpec:
     lr: float = 1e-4
     # Parameters of the text encoder (official LANG_LR).
     text_lr: float = 1e-5
+    # Multiplier of lr for the image backbone body (official BACKBONE_BODY_LR_FACTOR).
+    body_lr_factor: float = 1.0
     weight_decay: float = 1e-4
     # Biases: learning rate x2 and no weight decay (official BIAS_LR_FACTOR, WEIGHT_DECAY_BIAS).
     bias_lr_factor: float = 2.0
@@ -125,6 +127,12 @@ class RunSpec:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     device: str = "auto"
+    # Evaluate the validation sources before the first step as well (the "before training" numbers).
+    eval_at_start: bool = False
+    # The exported model folder: parts left out because installed packages provide them ("text",
+    # "body"; only for parts that stayed frozen) and the storage precision ("float32" / "float16").
+    export_exclude: list[str] = field(default_factory=list)
+    export_dtype: str = "float32"
 
 
 @dataclass
@@ -154,6 +162,8 @@ class TrainConfig:
             raise ConfigError(f"optim.schedule={o.schedule!r}: use step or cosine")
         if r.max_iters < 1 or d.batch_size < 1:
             raise ConfigError("run.max_iters and data.batch_size must be at least 1")
+        if r.export_dtype not in ("float32", "float16", "bfloat16"):
+            raise ConfigError(f"run.export_dtype={r.export_dtype!r}: use float32, float16 or bfloat16")
         if r.ema_decay is not None and not 0.0 < r.ema_decay < 1.0:
             raise ConfigError(f"run.ema_decay={r.ema_decay} must be in (0, 1)")
         for s in [*d.train, *d.val]:

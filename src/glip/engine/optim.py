@@ -3,7 +3,8 @@
 Parameter groups (official ``make_optimizer``), decided by name for every trainable parameter:
 
 * text-encoder parameters (``text_encoder.*``, official ``language_backbone``) use ``text_lr``;
-  all others use ``lr`` (the tower's own BERT layers are *not* the text encoder);
+  all others use ``lr`` (the tower's own BERT layers are *not* the text encoder), the image body
+  ``lr * body_lr_factor``;
 * any name containing ``bias`` (biases, and also ``head.bias_lang`` / ``head.bias0`` exactly as
   officially) gets its learning rate multiplied by ``bias_lr_factor`` (2) and weight decay
   ``bias_weight_decay`` (0).
@@ -32,6 +33,8 @@ def parameter_groups(model: nn.Module, spec: OptimSpec) -> list[dict]:
         if not p.requires_grad:
             continue
         lr = spec.text_lr if name.startswith("text_encoder.") else spec.lr
+        if name.startswith("backbone.body."):
+            lr *= spec.body_lr_factor
         wd = spec.weight_decay
         if "bias" in name:
             lr *= spec.bias_lr_factor

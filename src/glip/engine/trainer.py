@@ -37,6 +37,7 @@ from glip.engine.ema import ModelEMA
 from glip.engine.metrics_log import MetricLogger
 from glip.engine.modes import apply_mode, build_model, set_train_mode
 from glip.engine.optim import build_optimizer, build_scheduler
+from glip.errors import ConfigError
 from glip.modeling.criterion import GLIPCriterion
 from glip.modeling.glip import GLIPModel
 from glip.structures import TrainBatch
@@ -149,6 +150,8 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Run to ``run.max_iters``; returns the final validation metrics (rank 0) and timings."""
         run = self.config.run
+        if run.eval_at_start and self.step == 0:
+            self.evaluate()
         batches = self.data.batches(self.step)
         bar = tqdm(total=run.max_iters, initial=self.step, desc="train", unit="it", disable=not self.dist.is_main)
         window_t, window_imgs = time.perf_counter(), 0
@@ -206,8 +209,18 @@ class Trainer:
         return results
 
     def export(self, folder: Path) -> None:
-        """Save the (EMA) model as a model folder usable by ``glip predict``."""
-        self.eval_model().save_pretrained(folder)
+        """Save the (EMA) model as a model folder usable by ``glip predict`` (see ``run.export_*``)."""
+        run = self.config.run
+        frozen = {"text": "text_encoder.", "body": "backbone.body."}
+        trained = [
+            p
+            for p in run.export_exclude
+            if any(q.requires_grad for n, q in self.model.named_parameters() if n.startswith(frozen.get(p, p)))
+        ]
+        if trained:
+            raise ConfigError(f"run.export_exclude lists {trained}, which were trained: they must be saved")
+        dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[run.export_dtype]
+        self.eval_model().save_pretrained(folder, exclude=tuple(run.export_exclude), dtype=dtype)
 
 
 def _to_float(out: Any) -> Any:

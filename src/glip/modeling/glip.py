@@ -306,11 +306,17 @@ class GLIPModel(nn.Module):
 
         return load_model(path, map_location=map_location)
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) into ``folder``."""
+    def save_pretrained(
+        self, folder: str | Path, exclude: tuple[str, ...] = (), dtype: torch.dtype | None = None
+    ) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) into ``folder``.
+
+        ``exclude`` leaves out parts that installed packages provide (``"text"``, ``"body"``) and
+        ``dtype`` stores the weights in another precision (see :func:`glip.checkpoints.save_model`).
+        """
         from glip.checkpoints import save_model
 
-        save_model(self, folder)
+        save_model(self, folder, exclude=exclude, dtype=dtype)
 
     def num_parameters(self) -> int:
         """Number of parameters (buffers excluded)."""
