@@ -186,6 +186,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_odinw(args: argparse.Namespace) -> int:
+    from glip.engine.config import TrainConfig
+    from glip.engine.transfer import run_transfer
+    from glip.evaluation.report import write_reports
+
+    if args.model is None:
+        raise GLIPError("no --model given: pass the model to evaluate or tune (a folder or an official .pth)")
+    recipe = TrainConfig.from_yaml(args.recipe, list(args.set or [])) if args.recipe else None
+    seeds = [int(s) for s in args.seeds.split(",")]
+    datasets = [d.strip() for d in args.datasets.split(",")] if args.datasets else None
+    result = run_transfer(
+        args.root, args.model, args.mode, recipe, args.shots, seeds, _overrides(args), args.out_dir, datasets,
+        args.device, not args.quiet,
+    )  # fmt: skip
+    md, js = write_reports(
+        args.out_dir, f"transfer_{args.mode}_{args.shots or 'all'}", result.markdown(), result.to_dict()
+    )
+    print(result.markdown())
+    print(f"report: {md} and {js}")
+    return 0
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model folder (config.json + model.safetensors) or official GLIP .pth")
     p.add_argument("--out-dir", type=Path, default=Path("outputs/eval"), help="reports and detections")
@@ -247,6 +269,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of run.output_dir")
     t.add_argument("--output-dir", help="shortcut for --set run.output_dir=...")
     t.set_defaults(func=_cmd_train)
+
+    o = sub.add_parser("odinw", help="ODinW-style transfer: zero-shot, or tune per dataset then test")
+    o.add_argument("root", type=Path, help="folder of COCO-format datasets (with train and test/valid/val splits)")
+    o.add_argument("--mode", default="zero-shot", choices=["zero-shot", "full", "prompt", "linear_probe"])
+    o.add_argument(
+        "--recipe", type=Path, help="base training recipe for the tuning modes (configs/odinw_transfer.yaml)"
+    )
+    o.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
+    o.add_argument("--shots", type=int, help="images per category (few-shot); default: all training images")
+    o.add_argument("--seeds", default="3,30,300", help="comma-separated seeds, one tuning run each")
+    o.add_argument("--datasets", help="comma-separated dataset names (default: all)")
+    o.add_argument("--prompt-overrides", type=Path, help="YAML of per-dataset prompt overrides")
+    _add_model_options(o)
+    o.set_defaults(func=_cmd_odinw)
 
     c = sub.add_parser("convert", help="convert an official GLIP checkpoint into a glip model folder")
     c.add_argument("checkpoint", type=Path, help="official .pth file")
