@@ -32,9 +32,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.prompt is not None and not args.prompt.strip():
         raise GLIPError("--prompt is empty: give a sentence naming what to find")
     paths = collect_images(args.images)
-    if args.model is None:
-        raise GLIPError("no --model given: pass a model folder (config.json + model.safetensors) or an official .pth")
-    predictor = GLIPPredictor.from_pretrained(args.model, device=args.device)
+    predictor = GLIPPredictor.from_pretrained(args.model, device=args.device)  # None: the embedded model
     written = predict_files(
         predictor,
         paths,
@@ -233,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files and/or folders of images")
     p.add_argument("--classes", help='comma-separated class names, e.g. "person,dog" (any number)')
     p.add_argument("--prompt", help='a sentence; its noun phrases are grounded, e.g. "a man walking a dog"')
-    p.add_argument("--model", help="model folder (config.json + model.safetensors) or official GLIP .pth")
+    p.add_argument(
+        "--model",
+        help="model folder or official GLIP .pth (default: the embedded small model, see docs/default_model.md)",
+    )
     p.add_argument("--threshold", type=float, default=0.3, help="minimum score to report (default 0.3)")
     p.add_argument("--out-dir", default="outputs", type=Path, help="where JSON and pictures go (default outputs/)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")

@@ -87,9 +87,14 @@ class GLIPPredictor:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, device: str | torch.device | None = "auto", **kwargs: object
+        cls, path: str | Path | None = None, device: str | torch.device | None = "auto", **kwargs: object
     ) -> GLIPPredictor:
-        """Load a model folder (its tokenizer files included) or an official ``.pth``."""
+        """Load a model folder (its tokenizer files included), an official ``.pth``, or (None) the embedded model."""
+        if path is None:
+            from glip.assets import default_model_path
+
+            path = default_model_path()
+            logger.info("using the embedded default model %s", path)
         model = GLIPModel.from_pretrained(path)
         folder = Path(path)
         tokenizer = load_tokenizer(str(folder)) if folder.is_dir() and (folder / "tokenizer.json").is_file() else None

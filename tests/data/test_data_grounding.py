@@ -222,3 +222,36 @@ def test_real_pipeline_resumes_exactly_whatever_the_workers(tokenizer):
             assert torch.equal(ta.boxes_xyxy, tb.boxes_xyxy) and torch.equal(ta.positive_map, tb.positive_map)
     labels = {int(v) for b in straight for t in b.targets for v in t.box_labels}
     assert labels and all(v < 91 or v == 1001 for v in labels)
+
+
+def test_extra_negatives_join_the_pool_but_never_get_boxes(tmp_path):
+    import json as _json
+    import random as _random
+
+    from PIL import Image as _Image
+
+    from glip.data import CocoDataset, DetectionGroundingDataset, OdPromptOptions
+    from glip.text import load_tokenizer
+
+    (tmp_path / "images").mkdir()
+    _Image.new("RGB", (40, 30)).save(tmp_path / "images" / "a.jpg")
+    ann = tmp_path / "a.json"
+    ann.write_text(_json.dumps({
+        "images": [{"id": 1, "file_name": "images/a.jpg", "width": 40, "height": 30}],
+        "categories": [{"id": 1, "name": "raccoon"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 20, 20]}],
+    }))  # fmt: skip
+    coco = CocoDataset.load(ann, tmp_path)
+    ds = DetectionGroundingDataset(
+        coco, load_tokenizer(), options=OdPromptOptions(random_sample_negative=5),
+        extra_negatives=["dog", "cat", "raccoon", "traffic_light"],
+    )  # fmt: skip
+    assert set(ds.vocab.prompt_names) == {"raccoon", "dog", "cat", "traffic light"}  # own name not duplicated
+    texts = set()
+    for i in range(20):
+        sample = ds.raw_sample(0, _random.Random(i))
+        names = list(sample.prompt.labels)
+        texts.add(sample.prompt.text)
+        assert len(sample.boxes_xyxy) == 1
+        assert [names[e] for e in sample.box_entities[0]] == ["raccoon"]  # only raccoon has boxes
+    assert any("dog" in t for t in texts) and any("traffic light" in t for t in texts)

@@ -54,7 +54,7 @@ from glip.data.od_to_grounding import ClassVocabulary, OdPromptOptions, convert_
 from glip.errors import DataError
 from glip.processing import load_image
 from glip.structures import GroundingSample
-from glip.text import Prompt
+from glip.text import Prompt, clean_name
 
 logger = logging.getLogger(__name__)
 
@@ -159,9 +159,14 @@ class DetectionGroundingDataset(GroundingDatasetBase):
         few_shot: keep ``k`` shots per category (:func:`glip.data.mixing.few_shot_image_ids`).
         few_shot_seed: shuffle before the greedy selection (the official grounding datasets do not).
         background_negative: official TSV quirk, ``__background__`` in the negative pool.
+        extra_negatives: class names that never have boxes here but join the negative pool (e.g. the
+            classes of the other datasets of a mixture, so that a raccoon photo also learns that it
+            is not a "dog"); names equal to one of the dataset's own prompt names are ignored.
     """
 
     kind = "detection"
+    # label ids of extra negative classes start here (far above any dataset's category ids)
+    EXTRA_LABEL_BASE = 50_000
 
     def __init__(
         self,
@@ -178,14 +183,24 @@ class DetectionGroundingDataset(GroundingDatasetBase):
         few_shot: int = 0,
         few_shot_seed: int | None = None,
         background_negative: bool = False,
+        extra_negatives: Sequence[str] = (),
     ) -> None:
         super().__init__(transform, seed)
         self.coco = coco
         self.options = options or OdPromptOptions()
         self.label_offset = int(label_offset)
-        self.vocab = ClassVocabulary.build(
+        own = ClassVocabulary.build(
             coco.category_ids, coco.category_names, tokenizer, prompt_overrides, caption_prompts, background_negative
         )
+        extras = sorted({clean_name(n) for n in extra_negatives} - set(own.prompt_names) - {""})
+        if extras:
+            if caption_prompts is not None:
+                raise DataError("extra_negatives cannot be combined with caption prompts (one entry per category)")
+            ids = [*coco.category_ids, *(self.EXTRA_LABEL_BASE + i for i in range(len(extras)))]
+            names = [*coco.category_names, *extras]
+            renames = {**(prompt_overrides or {})}
+            own = ClassVocabulary.build(ids, names, tokenizer, renames, None, background_negative)
+        self.vocab = own
         images = list(coco.images)
         if remove_images_without_annotations:
             raw: dict[Any, list] = defaultdict(list)

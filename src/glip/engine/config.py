@@ -79,6 +79,9 @@ class DataSpec:
     flip_prob: float = 0.5
     # Negative class names sampled into detection prompts (official RANDOM_SAMPLE_NEG).
     max_negatives: int = 85
+    # Also sample negatives from the other detection sources' class names (not official: without it a
+    # one-class dataset never sees a negative and its class swallows every other name).
+    cross_dataset_negatives: bool = False
 
 
 @dataclass

@@ -117,7 +117,14 @@ class TrainData:
         return out
 
 
-def build_source(spec: SourceSpec, position: int, config: TrainConfig, model_config: GLIPConfig, tokenizer: Any):
+def build_source(
+    spec: SourceSpec,
+    position: int,
+    config: TrainConfig,
+    model_config: GLIPConfig,
+    tokenizer: Any,
+    extra_negatives: tuple[str, ...] = (),
+):
     """The dataset of one training source."""
     d, inp = config.data, model_config.input
     transform = TrainTransform(
@@ -131,10 +138,20 @@ def build_source(spec: SourceSpec, position: int, config: TrainConfig, model_con
             coco, tokenizer, transform, options=OdPromptOptions(random_sample_negative=d.max_negatives),
             prompt_overrides=spec.prompt_overrides or None, seed=seed, label_offset=LABEL_SPACE_STRIDE * position,
             few_shot=spec.few_shot or 0, few_shot_seed=spec.few_shot_seed if spec.few_shot else None,
+            extra_negatives=extra_negatives,
         )  # fmt: skip
     if spec.kind == "grounding":
         return MdetrGroundingDataset(spec.annotations, spec.images, transform, seed=seed)
     return ImageTextDataset(spec.annotations, spec.images, transform, seed=seed, score_threshold=spec.min_score)
+
+
+def _prompt_words(spec: SourceSpec) -> list[str]:
+    """The words a detection source puts in prompts for its classes (overrides applied)."""
+    import json
+    from pathlib import Path
+
+    categories = json.loads(Path(spec.annotations).read_text()).get("categories", [])
+    return [spec.prompt_overrides.get(c["name"], c["name"]) for c in categories]
 
 
 def build_train_data(config: TrainConfig, model_config: GLIPConfig, dist: DistInfo) -> TrainData:
@@ -146,7 +163,13 @@ def build_train_data(config: TrainConfig, model_config: GLIPConfig, dist: DistIn
     if not config.data.train:
         raise ConfigError("the recipe lists no training data (data.train)")
     tokenizer = load_tokenizer(model_config.text.tokenizer)
-    datasets = [build_source(s, i, config, model_config, tokenizer) for i, s in enumerate(config.data.train)]
+    words = [_prompt_words(s) if s.kind == "detection" else [] for s in config.data.train]
+    datasets = []
+    for i, spec in enumerate(config.data.train):
+        others: tuple[str, ...] = ()
+        if config.data.cross_dataset_negatives and spec.kind == "detection":
+            others = tuple(sorted({w for j, ws in enumerate(words) if j != i for w in ws}))
+        datasets.append(build_source(spec, i, config, model_config, tokenizer, others))
     names = [s.name for s in config.data.train]
     mixed = MixedDataset(datasets, names)
     sampler = WeightedMixSampler(
