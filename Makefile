@@ -23,5 +23,9 @@ lint: install
 test: install lint
 	$(BIN)/python -m pytest
 
+# The main job: detect what a text names in a real photo with the embedded default model.
+demo: install
+	$(BIN)/glip predict assets/raccoon-72.jpg --classes "raccoon,dog" --out-dir outputs
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
