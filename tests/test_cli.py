@@ -78,11 +78,17 @@ def test_predict_folder_with_caption_prompt(tiny_model_dir, sample_image, tmp_pa
         (["--classes", " , ", "--model", "MODEL"], "--classes is empty"),
         (["--prompt", "  ", "--model", "MODEL"], "--prompt is empty"),
         (["--model", "MODEL"], "exactly one of"),
-        (["--classes", "raccoon"], "no --model given"),
+        (["--classes", "raccoon", "--model", "EMPTY_DIR"], "is not a glip model folder"),
     ],
 )
 def test_bad_inputs_end_with_one_line_error(args, message, tiny_model_dir, sample_image, tmp_path, capsys):
-    args = [a.replace("MODEL", str(tiny_model_dir)).replace("MISSING_DIR", str(tmp_path / "nope")) for a in args]
+    (tmp_path / "empty").mkdir()
+    args = [
+        a.replace("MODEL", str(tiny_model_dir))
+        .replace("MISSING_DIR", str(tmp_path / "nope"))
+        .replace("EMPTY_DIR", str(tmp_path / "empty"))
+        for a in args
+    ]
     code = main(["predict", str(sample_image), "--out-dir", str(tmp_path / "o"), "-q", *args])
     err = capsys.readouterr().err
     assert code == 1
