@@ -32,7 +32,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.prompt is not None and not args.prompt.strip():
         raise GLIPError("--prompt is empty: give a sentence naming what to find")
     paths = collect_images(args.images)
-    predictor = GLIPPredictor.from_pretrained(args.model, device=args.device)  # None: the embedded model
+    predictor = GLIPPredictor.from_pretrained(  # model None: the embedded model
+        args.model, device=args.device, dtype=args.dtype, compile=args.compile
+    )
     written = predict_files(
         predictor,
         paths,
@@ -69,7 +71,9 @@ def _predictor(args: argparse.Namespace, **kwargs: object):
 
     if args.model is None:
         raise GLIPError("no --model given: pass a model folder (config.json + model.safetensors) or an official .pth")
-    return GLIPPredictor.from_pretrained(args.model, device=args.device, **kwargs)
+    return GLIPPredictor.from_pretrained(
+        args.model, device=args.device, dtype=args.dtype, compile=args.compile, **kwargs
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -196,7 +200,7 @@ def _cmd_odinw(args: argparse.Namespace) -> int:
     datasets = [d.strip() for d in args.datasets.split(",")] if args.datasets else None
     result = run_transfer(
         args.root, args.model, args.mode, recipe, args.shots, seeds, _overrides(args), args.out_dir, datasets,
-        args.device, not args.quiet,
+        args.device, not args.quiet, args.dtype,
     )  # fmt: skip
     md, js = write_reports(
         args.out_dir, f"transfer_{args.mode}_{args.shots or 'all'}", result.markdown(), result.to_dict()
@@ -206,11 +210,20 @@ def _cmd_odinw(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_speed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+        help="fp32: exact official arithmetic (default); bf16/fp16: autocast + fused attention (faster on GPUs)",
+    )  # fmt: skip
+    p.add_argument("--compile", action="store_true", help="torch.compile the tower and head")
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model folder (config.json + model.safetensors) or official GLIP .pth")
     p.add_argument("--out-dir", type=Path, default=Path("outputs/eval"), help="reports and detections")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_speed_options(p)
 
 
 def _add_eval_options(p: argparse.ArgumentParser) -> None:
@@ -239,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="outputs", type=Path, help="where JSON and pictures go (default outputs/)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_speed_options(p)
     p.set_defaults(func=_cmd_predict)
 
     e = sub.add_parser("eval", help="COCO AP (or LVIS Fixed AP) of a model on a COCO-format dataset")

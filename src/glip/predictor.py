@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -19,11 +21,14 @@ from PIL import Image
 
 from glip.errors import GLIPError, PromptError
 from glip.modeling.glip import GLIPModel, TextFeatures
-from glip.processing import GLIPInputs, GLIPProcessor, load_image
-from glip.structures import Detections
+from glip.processing import GLIPProcessor, load_image
+from glip.structures import Detections, EntityMap
 from glip.text import Prompt, caption_prompt, chunk_vocabulary, detection_prompt, load_tokenizer
 
 logger = logging.getLogger(__name__)
+
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+TEXT_CACHE_SIZE = 256
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -67,6 +72,10 @@ class GLIPPredictor:
             config's ``detections_per_image``; 0 keeps every chunk's detections, as the official LVIS
             evaluation does).
         max_classes_per_chunk: optional cap on classes per prompt chunk (the official LVIS protocol uses 40).
+        dtype: ``"fp32"`` (exact official arithmetic), ``"bf16"`` or ``"fp16"`` (autocast + the fused
+            attention fast path; losses of precision are measured in ``docs/speed.md``).
+        compile: run the tower and head through ``torch.compile``.
+        chunk_batch_size: vocabulary chunks run through the tower together (one batched pass each).
     """
 
     def __init__(
@@ -76,7 +85,12 @@ class GLIPPredictor:
         device: str | torch.device | None = "auto",
         max_detections: int | None = None,
         max_classes_per_chunk: int | None = None,
+        dtype: str = "fp32",
+        compile: bool = False,
+        chunk_batch_size: int = 8,
     ) -> None:
+        if dtype not in AMP_DTYPES:
+            raise GLIPError(f"dtype {dtype!r}: use one of {sorted(AMP_DTYPES)}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.processor = processor or GLIPProcessor.from_config(model.config)
@@ -84,6 +98,12 @@ class GLIPPredictor:
             max_detections = model.config.postprocess.detections_per_image
         self.max_detections: int | None = max_detections if max_detections > 0 else None
         self.max_classes_per_chunk = max_classes_per_chunk
+        self.amp_dtype = AMP_DTYPES[dtype]
+        if self.amp_dtype is not None:
+            self.model.enable_fast_path()
+        self.chunk_batch_size = max(1, chunk_batch_size)
+        self._forward_features = torch.compile(self.model.forward_features) if compile else self.model.forward_features
+        self._text_cache: OrderedDict[tuple[str, tuple], tuple[TextFeatures, EntityMap]] = OrderedDict()
 
     @classmethod
     def from_pretrained(
@@ -189,38 +209,69 @@ class GLIPPredictor:
     def predict_chunks(self, images: list[Image.Image], chunks: list[Prompt]) -> list[Detections]:
         """Detections of a batch of images for prompt chunks of one vocabulary (merged per image).
 
-        The images are encoded once; the tower and head run once per chunk.
+        The images go through the backbone once; the chunks' text features come from a cache (one
+        text-encoder pass per distinct prompt); the tower and head run once per group of
+        ``chunk_batch_size`` chunks, with every image of the batch.
         """
-        first = self.processor(images, chunks[0]).to(self.device)
-        features = self.model.encode_image(first.pixel_values)
+        inputs = self.processor(images, chunks[0]).to(self.device)
+        b = len(images)
+        with self._autocast():
+            features = self.model.encode_image(inputs.pixel_values)
         per_image: list[list[Detections]] = [[] for _ in images]
-        for i, chunk in enumerate(chunks):
-            inputs = first if i == 0 else _with_prompt(self.processor, first, chunk, self.device)
-            text = self._encode_text(inputs)
-            out = self.model.forward_features(features, text, inputs.pixel_mask)
-            for j, det in enumerate(self.processor.post_process(out, inputs)):
-                per_image[j].append(det)
+        for start in range(0, len(chunks), self.chunk_batch_size):
+            group = chunks[start : start + self.chunk_batch_size]
+            encoded = [self._text(c) for c in group]
+            g = len(group)
+            text = _stack_texts([t for t, _ in encoded], b)
+            feats = [f.repeat(g, 1, 1, 1) for f in features] if g > 1 else features
+            pixel_mask = inputs.pixel_mask.repeat(g, 1, 1)
+            with self._autocast():
+                out = self._forward_features(feats, text, pixel_mask)
+            logits, boxes, ctr = out.logits.float(), out.box_regression.float(), out.centerness.float()
+            for j, (_, emap) in enumerate(encoded):
+                rows = slice(j * b, (j + 1) * b)
+                dets = self.processor.postprocessor(
+                    logits[rows], boxes[rows], ctr[rows], out.anchors_xyxy, out.level_sizes, [emap] * b,
+                    inputs.image_sizes, inputs.original_sizes,
+                )  # fmt: skip
+                for k, det in enumerate(dets):
+                    per_image[k].append(det)
         return [merge_detections(parts, self.max_detections) for parts in per_image]
 
-    def _encode_text(self, inputs: GLIPInputs) -> TextFeatures:
-        # Every image of the batch shares the prompt: encode it once and broadcast.
-        one = self.model.encode_text(inputs.input_ids[:1], inputs.attention_mask[:1])
-        return one.repeat(inputs.input_ids.shape[0])
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _text(self, prompt: Prompt) -> tuple[TextFeatures, EntityMap]:
+        """Text features (batch 1) and entity map of a prompt, computed once and cached."""
+        key = (prompt.text, tuple(prompt.label_ids), tuple(prompt.spans))
+        if key in self._text_cache:
+            self._text_cache.move_to_end(key)
+            return self._text_cache[key]
+        ids, mask, maps = self.processor.encode_prompts([prompt])
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with self._autocast():
+            text = self.model.encode_text(ids, mask)
+        self._text_cache[key] = (text, maps[0])
+        if len(self._text_cache) > TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
+        return text, maps[0]
 
 
-def _with_prompt(processor: GLIPProcessor, base: GLIPInputs, prompt: Prompt, device: torch.device) -> GLIPInputs:
-    n = base.pixel_values.shape[0]
-    ids, mask, maps = processor.encode_prompts([prompt] * n)
-    return GLIPInputs(
-        base.pixel_values,
-        base.pixel_mask,
-        ids.to(device),
-        mask.to(device),
-        base.image_sizes,
-        base.original_sizes,
-        maps,
-        [prompt] * n,
-    )
+def _stack_texts(texts: list[TextFeatures], images: int) -> TextFeatures:
+    """Chunk-major batch ``[chunk0 x images, chunk1 x images, ...]``, padded to the longest prompt."""
+    length = max(t.hidden.shape[1] for t in texts)
+    hidden, mask = [], []
+    for t in texts:
+        pad = length - t.hidden.shape[1]
+        h, m = t.hidden, t.mask
+        if pad:
+            h = torch.nn.functional.pad(h, (0, 0, 0, pad))
+            m = torch.nn.functional.pad(m, (0, pad))
+        hidden.append(h.expand(images, -1, -1))
+        mask.append(m.expand(images, -1))
+    return TextFeatures(torch.cat(hidden), torch.cat(mask))
 
 
 def _batches(items: list, size: int) -> Iterator[list]:

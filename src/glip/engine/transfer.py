@@ -112,6 +112,7 @@ def run_transfer(
     datasets: Sequence[str] | None = None,
     device: str = "auto",
     progress: bool = True,
+    dtype: str = "fp32",
 ) -> TransferResult:
     """Run the protocol (see the module docstring) and return the table.
 
@@ -127,6 +128,7 @@ def run_transfer(
         datasets: only these dataset names.
         device: ``auto``, ``cpu`` or ``cuda``.
         progress: show progress bars.
+        dtype: inference precision of the evaluations (see :class:`~glip.predictor.GLIPPredictor`).
 
     Raises:
         ConfigError: for an unknown mode, or a tuning mode without a recipe.
@@ -153,7 +155,7 @@ def run_transfer(
                 sizes[seed] = len(trainer.data.loader.dataset)  # type: ignore[arg-type]
                 trainer.train()
                 tuned = Path(cfg.run.output_dir) / "model"
-            predictor = GLIPPredictor.from_pretrained(tuned, device=device)
+            predictor = GLIPPredictor.from_pretrained(tuned, device=device, dtype=dtype)
             dataset = CocoDataset.load(test.annotation_file, test.image_root)
             prompt = dataset_prompt(dataset.category_names, override)
             _, metrics = evaluate_coco_dataset(

@@ -50,6 +50,14 @@ class ModulatedDeformConv3x3(nn.Module):
         """``x (B, C_in, H, W)``, ``offset (B, 18, H', W')``, ``mask (B, 9, H', W')`` → ``(B, C_out, H', W')``."""
         if offset is None:
             return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=1)
+        if x.dtype != self.weight.dtype or offset.dtype != self.weight.dtype:
+            # Under autocast: torchvision's deformable convolution has no reduced-precision CPU kernel
+            # and no autocast rule there, so it runs in the weights' precision and casts back.
+            out = deform_conv2d(
+                x.to(self.weight.dtype), offset.to(self.weight.dtype), self.weight, self.bias, stride=self.stride,
+                padding=1, mask=None if mask is None else mask.to(self.weight.dtype),
+            )  # fmt: skip
+            return out.to(x.dtype)
         return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=1, mask=mask)
 
 

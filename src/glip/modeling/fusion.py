@@ -63,6 +63,10 @@ class BiMultiHeadAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.dropout = dropout
         self.clamp_value = clamp_value
+        # Fast path (inference): both softmaxes through fused scaled_dot_product_attention kernels.
+        # Identical in exact arithmetic (the max-subtraction and the +1 on valid tokens cancel in the
+        # softmax); only the +-50000 clamps, which bind only on overflow, are skipped.
+        self.fast = False
         self.v_proj = nn.Linear(visual_dim, embed_dim)
         self.l_proj = nn.Linear(text_dim, embed_dim)
         self.values_v_proj = nn.Linear(visual_dim, embed_dim)
@@ -86,6 +90,15 @@ class BiMultiHeadAttention(nn.Module):
             return x
         return x.clamp(min=-self.clamp_value, max=self.clamp_value)
 
+    def _fused(
+        self, q: Tensor, k: Tensor, values_v: Tensor, values_l: Tensor, text_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Both directions with ``scaled_dot_product_attention`` (``q`` is already scaled)."""
+        attend = None if text_mask is None else (text_mask > 0)[:, None, None, :]  # (B, 1, 1, T)
+        out_v = F.scaled_dot_product_attention(q, k, values_l, attn_mask=attend, scale=1.0)
+        out_l = F.scaled_dot_product_attention(k, q, values_v, scale=1.0)  # text -> all pixels, unmasked
+        return self.out_v_proj(self._merge(out_v)), self.out_l_proj(self._merge(out_l))
+
     def forward(
         self, v: Tensor, t: Tensor, text_mask: Tensor | None = None, pixel_mask: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
@@ -105,6 +118,9 @@ class BiMultiHeadAttention(nn.Module):
         k = self._heads(self.l_proj(t))  # (B, h, T, d)
         values_v = self._heads(self.values_v_proj(v))
         values_l = self._heads(self.values_l_proj(t))
+
+        if self.fast and not self.training and pixel_mask is None:
+            return self._fused(q, k, values_v, values_l, text_mask)
 
         scores = self._clamp(q @ k.transpose(-1, -2))  # (B, h, N, T)
 

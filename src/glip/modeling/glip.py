@@ -24,7 +24,7 @@ from glip.config import GLIPConfig
 from glip.modeling.anchors import BoxCoder, grid_anchors
 from glip.modeling.backbone import build_vision_backbone
 from glip.modeling.dyhead import DyConv, VLTower, VLTowerBlock, level_pixel_mask
-from glip.modeling.fusion import FusionBlock, flatten_levels
+from glip.modeling.fusion import BiMultiHeadAttention, FusionBlock, flatten_levels
 from glip.modeling.head import GLIPHead
 from glip.modeling.language import TextEncoder, resolve_text_weights
 from glip.modeling.text_layer import ClampedBertLayer
@@ -317,6 +317,18 @@ class GLIPModel(nn.Module):
         from glip.checkpoints import save_model
 
         save_model(self, folder, exclude=exclude, dtype=dtype)
+
+    def enable_fast_path(self, enabled: bool = True) -> GLIPModel:
+        """Switch the fusion blocks and tower BERT layers to fused attention kernels (inference only).
+
+        The exact path (default) reproduces the official arithmetic step by step; the fast path is
+        the same computation through ``scaled_dot_product_attention`` without the overflow clamps
+        of the attention scores (logit differences ~1e-6 in fp32, see ``tests/modeling``).
+        """
+        for module in self.modules():
+            if isinstance(module, (BiMultiHeadAttention, ClampedBertLayer)):
+                module.fast = enabled
+        return self
 
     def num_parameters(self) -> int:
         """Number of parameters (buffers excluded)."""

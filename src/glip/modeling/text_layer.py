@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.activations import ACT2FN
 
@@ -57,6 +58,8 @@ class ClampedBertLayer(nn.Module):
         self.ffn_out = nn.Linear(intermediate_size, hidden_size)
         self.ffn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.dropout = nn.Dropout(dropout)
+        # Fast path (inference): fused attention kernel; the score clamp (overflow only) is skipped.
+        self.fast = False
 
     def _clamp(self, x: Tensor) -> Tensor:
         if self.clamp_value is None:
@@ -79,11 +82,15 @@ class ClampedBertLayer(nn.Module):
         """
         b, t, c = hidden.shape
         q, k, v = self._heads(self.query(hidden)), self._heads(self.key(hidden)), self._heads(self.value(hidden))
-        scores = self._clamp((q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim))
-        # Same additive mask as transformers' get_extended_attention_mask: 0 or the dtype's minimum.
-        additive = (1.0 - attention_mask.to(scores.dtype)) * torch.finfo(scores.dtype).min
-        probs = self.attn_dropout((scores + additive[:, None, None, :]).softmax(dim=-1))
-        context = (probs @ v).transpose(1, 2).reshape(b, t, c)
+        if self.fast and not self.training:
+            attend = (attention_mask > 0)[:, None, None, :]
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=attend).transpose(1, 2).reshape(b, t, c)
+        else:
+            scores = self._clamp((q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim))
+            # Same additive mask as transformers' get_extended_attention_mask: 0 or the dtype's minimum.
+            additive = (1.0 - attention_mask.to(scores.dtype)) * torch.finfo(scores.dtype).min
+            probs = self.attn_dropout((scores + additive[:, None, None, :]).softmax(dim=-1))
+            context = (probs @ v).transpose(1, 2).reshape(b, t, c)
         attn = self.attn_norm(self.dropout(self.attn_out(context)) + hidden)
 
         inter = self._clamp(self.act(self._clamp(self.ffn_in(attn))))

@@ -1,0 +1,53 @@
+"""The fused-attention fast path computes what the exact path computes; reduced precision stays close."""
+
+import pytest
+import torch
+
+from glip.config import GLIPConfig
+from glip.errors import GLIPError
+from glip.modeling.glip import GLIPModel
+from glip.predictor import GLIPPredictor
+from glip.processing import GLIPProcessor, load_image
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny_a", "effnet_minilm"])
+def test_fast_path_matches_the_exact_path(preset, sample_image):
+    torch.manual_seed(0)
+    model = GLIPModel(GLIPConfig.from_preset(preset)).eval()
+    with torch.no_grad():
+        model.head.bias0.zero_()
+    proc = GLIPProcessor.from_config(model.config)
+    inputs = proc(load_image(sample_image), ["raccoon", "dog", "traffic light"])
+    with torch.inference_mode():
+        exact = model(inputs.pixel_values, inputs.input_ids, inputs.attention_mask)
+        model.enable_fast_path()
+        fast = model(inputs.pixel_values, inputs.input_ids, inputs.attention_mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(inputs.pixel_values, inputs.input_ids, inputs.attention_mask)
+    for name in ("logits", "box_regression", "centerness"):
+        assert torch.allclose(getattr(exact, name), getattr(fast, name), atol=1e-5), name
+    assert (exact.logits - low.logits.float()).abs().max() < 0.1  # bf16 keeps ~2-3 significant digits
+    model.enable_fast_path(False)
+    with torch.inference_mode():
+        again = model(inputs.pixel_values, inputs.input_ids, inputs.attention_mask)
+    assert torch.equal(again.logits, exact.logits)  # the exact path is untouched
+
+
+def test_fast_path_is_not_used_in_training():
+    torch.manual_seed(0)
+    model = GLIPModel(GLIPConfig.tiny()).enable_fast_path().train()
+    pixels, ids = torch.randn(1, 3, 64, 64), torch.randint(1000, 2000, (1, 6))
+    out = model(pixels, ids, torch.ones_like(ids))
+    out.logits.mean().backward()  # dropout and the exact path run in training
+    assert model.tower.blocks[0].fusion.attn.fast
+
+
+def test_predictor_in_bf16_gives_nearly_the_same_detections(tiny_model_dir, sample_image):
+    fp32 = GLIPPredictor.from_pretrained(tiny_model_dir, device="cpu").predict(sample_image, classes=["raccoon"])[0]
+    bf16 = GLIPPredictor.from_pretrained(tiny_model_dir, device="cpu", dtype="bf16").predict(
+        sample_image, classes=["raccoon"]
+    )[0]
+    assert len(bf16) > 0 and bf16.boxes_xyxy.dtype == torch.float32
+    assert abs(float(fp32.scores[0]) - float(bf16.scores[0])) < 0.02
+    with pytest.raises(GLIPError, match="dtype"):
+        GLIPPredictor.from_pretrained(tiny_model_dir, device="cpu", dtype="int8")
