@@ -137,6 +137,27 @@ def lvis_names(path: str | None) -> list[str]:
     return [" ".join(words[(i * k) % len(words)] for k in (1, 7, 13)[: 1 + i % 3]) + f" {i}" for i in range(1203)]
 
 
+def compiled(runner: GlipRunner, args: argparse.Namespace, coco: tuple, ph: int, pw: int, device: torch.device,
+             glip_rate: dict) -> None:  # fmt: skip
+    """GLIP-T bf16 with ``torch.compile`` on the tower and head (the first call includes compilation)."""
+    runner.model.enable_fast_path(True)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    eager = runner.model.forward_features
+    runner.model.forward_features = torch.compile(eager)
+    for b in args.batch_sizes:
+        pixels = torch.randn(b, 3, ph, pw, device=device)
+        t0 = time.perf_counter()
+        runner.run(pixels, [(*coco, None)], "bf16")
+        _sync()
+        first = time.perf_counter() - t0
+        sec, mem = timed(lambda: runner.run(pixels, [(*coco, None)], "bf16"), args.warmup, args.iters)  # noqa: B023
+        emit({"model": "glip_t", "prompt": "coco80", "batch": b, "dtype": "bf16", "compiled": True,
+              "img_per_s": round(b / sec, 2), "ms_per_batch": round(1000 * sec, 1), "peak_gib": round(mem, 2),
+              "first_call_s": round(first, 1)})  # fmt: skip
+        glip_rate[(b, "bf16")] = max(glip_rate.get((b, "bf16"), 0.0), b / sec)
+    runner.model.forward_features = eager
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
@@ -151,6 +172,7 @@ def main() -> None:
     parser.add_argument("--flops", action="store_true")
     parser.add_argument("--profile", action="store_true", help="top CUDA kernels of GLIP-T bf16 at the largest batch")
     parser.add_argument("--preset", default="glip_t", help="GLIP preset (glip_t; tiny for a smoke test)")
+    parser.add_argument("--compile", action="store_true", help="also time bf16 with torch.compile'd tower and head")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     h, w = args.size
@@ -162,6 +184,8 @@ def main() -> None:
     glip_rate: dict[tuple[int, str], float] = {}
     for dtype in args.dtypes:
         runner.model.enable_fast_path(dtype != "fp32")
+        # as GLIPPredictor: reduced precision also lets the remaining fp32 GEMMs use TF32
+        torch.backends.cuda.matmul.allow_tf32 = dtype != "fp32"
         texts = [(*coco, None)]
         for b in args.batch_sizes:
             pixels = torch.randn(b, 3, ph, pw, device=device)
@@ -175,6 +199,7 @@ def main() -> None:
                   "ms_per_batch": round(1000 * sec, 1), "peak_gib": round(mem, 2)})  # fmt: skip
     if args.flops:
         runner.model.enable_fast_path(False)
+        torch.backends.cuda.matmul.allow_tf32 = False
         flops = glip_flops(runner, torch.randn(1, 3, ph, pw, device=device), [(*coco, None)])
         best = {k: v for k, v in glip_rate.items()}
         emit({"model": "glip_t", "gflops_per_image": round(flops / 1e9, 1),
@@ -184,6 +209,7 @@ def main() -> None:
         chunks = chunk_vocabulary(runner.processor.tokenizer, names, max_classes_per_chunk=args.lvis_chunk)
         for dtype in args.dtypes:
             runner.model.enable_fast_path(dtype != "fp32")
+            torch.backends.cuda.matmul.allow_tf32 = dtype != "fp32"
             texts = runner.prepared(chunks, dtype)  # text features cached: one encoder pass per chunk, ever
             pixels = torch.randn(1, 3, ph, pw, device=device)
             sec, mem = timed(lambda: runner.run(pixels, texts, dtype, text_cached=True), 1, max(2, args.iters // 3))  # noqa: B023
@@ -194,6 +220,7 @@ def main() -> None:
     if args.profile and device.type == "cuda":
         b, dtype = max(args.batch_sizes), "bf16"
         runner.model.enable_fast_path(True)
+        torch.backends.cuda.matmul.allow_tf32 = True
         pixels = torch.randn(b, 3, ph, pw, device=device)
         texts = [(*coco, None)]
         runner.run(pixels, texts, dtype)
@@ -206,10 +233,12 @@ def main() -> None:
             ms = round(e.device_time_total / 1e3, 2)
             emit({"profile": f"glip_t b{b} {dtype}", "kernel": e.key[:90], "cuda_ms": ms,
                   "share": round(e.device_time_total / total, 3), "calls": e.count})  # fmt: skip
+    if args.no_peer:
+        if args.compile:
+            compiled(runner, args, coco, ph, pw, device, glip_rate)
+        return
     runner.model.to("cpu")
     torch.cuda.empty_cache()
-    if args.no_peer:
-        return
     from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
 
     torch.manual_seed(0)
@@ -218,6 +247,7 @@ def main() -> None:
     n = int(mask.sum())
     ids, mask = ids[:, :n], mask[:, :n]  # the unpadded prompt (Grounding-DINO pads to its own longest)
     for dtype in args.dtypes:
+        torch.backends.cuda.matmul.allow_tf32 = dtype != "fp32"  # the same treatment as GLIP-T
         for b in args.batch_sizes:
             pixels = torch.randn(b, 3, ph, pw, device=device)
 
@@ -236,6 +266,11 @@ def main() -> None:
             emit({"model": "grounding_dino_t", "prompt": "coco80", "batch": b, "dtype": dtype,
                   "img_per_s": round(rate, 2), "ms_per_batch": round(1000 * sec, 1), "peak_gib": round(mem, 2),
                   "glip_t_ratio": round(ours / rate, 2) if ours else None})  # fmt: skip
+    if args.compile:  # last: compilation takes minutes
+        peer.to("cpu")
+        torch.cuda.empty_cache()
+        runner.model.to(device)
+        compiled(runner, args, coco, ph, pw, device, glip_rate)
 
 
 if __name__ == "__main__":

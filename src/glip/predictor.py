@@ -101,6 +101,10 @@ class GLIPPredictor:
         self.amp_dtype = AMP_DTYPES[dtype]
         if self.amp_dtype is not None:
             self.model.enable_fast_path()
+            if self.device.type == "cuda":
+                # what stays fp32 under autocast (the deformable convolution's GEMM) may use TF32
+                # tensor cores; the exact fp32 path never sets this
+                torch.backends.cuda.matmul.allow_tf32 = True
         self.chunk_batch_size = max(1, chunk_batch_size)
         self._forward_features = torch.compile(self.model.forward_features) if compile else self.model.forward_features
         self._text_cache: OrderedDict[tuple[str, tuple], tuple[TextFeatures, EntityMap]] = OrderedDict()

@@ -50,6 +50,11 @@ class ModulatedDeformConv3x3(nn.Module):
         """``x (B, C_in, H, W)``, ``offset (B, 18, H', W')``, ``mask (B, 9, H', W')`` → ``(B, C_out, H', W')``."""
         if offset is None:
             return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=1)
+        if x.is_cuda and x.dtype == torch.float16 and offset.dtype == torch.float16:
+            # torchvision's CUDA kernel has a half-precision path (not bfloat16)
+            b = None if self.bias is None else self.bias.half()
+            m = None if mask is None else mask.half()
+            return deform_conv2d(x, offset, self.weight.half(), b, stride=self.stride, padding=1, mask=m)
         if x.dtype != self.weight.dtype or offset.dtype != self.weight.dtype:
             # Under autocast: torchvision's deformable convolution has no reduced-precision CPU kernel
             # and no autocast rule there, so it runs in the weights' precision and casts back.
@@ -78,7 +83,12 @@ class ConvGN(nn.Module):
     def forward(self, x: Tensor, offset: Tensor | None, mask: Tensor | None) -> Tensor:
         """``(B, C, H, W)`` → ``(B, C, H', W')``."""
         y = self.conv(x, offset, mask) if self.deformable else self.conv(x)
-        return self.norm(y)
+        y = self.norm(y)
+        if torch.is_autocast_enabled(y.device.type) and y.dtype == torch.float32:
+            # autocast runs GroupNorm in fp32; go back to the reduced dtype so that the upsampling,
+            # attention and DyReLU that follow move half the bytes
+            y = y.to(torch.get_autocast_dtype(y.device.type))
+        return y
 
 
 class DyReLU(nn.Module):
