@@ -40,3 +40,55 @@ def test_predictor_runs_on_cuda(tiny_model_dir, sample_image):
     ]
     assert len(det) == len(cpu)
     assert torch.allclose(det.scores.cpu(), cpu.scores, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_triton_dcn_matches_torchvision_on_cuda(dtype, stride):
+    from torchvision.ops import deform_conv2d
+
+    from glip.modeling.dcn_triton import deform_conv3x3
+
+    torch.manual_seed(0)
+    b, c, h, w = 2, 256, 50, 84
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    x = torch.randn(b, c, h, w, device="cuda")
+    off = torch.randn(b, 18, ho, wo, device="cuda") * 4
+    mask = torch.rand(b, 9, ho, wo, device="cuda")
+    weight = torch.randn(256, c, 3, 3, device="cuda") / 48
+    bias = torch.randn(256, device="cuda")
+    q = lambda t: t.to(dtype).float()  # noqa: E731 - the reference sees the same rounded inputs
+    torch.backends.cuda.matmul.allow_tf32 = False
+    ref = deform_conv2d(q(x), q(off), q(weight), q(bias), stride=stride, padding=1, mask=q(mask))
+    out = deform_conv3x3(x.to(dtype), off.to(dtype), mask.to(dtype), weight, bias, stride)
+    err = (out.float() - ref).abs().max().item()
+    # one rounding of the output plus the bf16/fp16 rounding of the sampled values before the GEMM
+    eps = 2**-7 if dtype == torch.bfloat16 else 2**-10
+    assert err < 4 * eps * ref.abs().max().item(), err
+
+
+def test_graphed_function_replays_like_eager():
+    from glip.cuda_graphs import GraphedFunction
+
+    lin = torch.nn.Linear(16, 8).cuda()
+    fn = GraphedFunction(lambda x, y: (lin(x) * y.sum(),), amp_dtype=torch.bfloat16)
+    for _ in range(3):
+        x, y = torch.randn(4, 16, device="cuda"), torch.randn(3, device="cuda")
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            want = lin(x) * y.sum()
+        (got,) = fn(x, y)
+        assert torch.equal(got, want)
+    fn(torch.randn(5, 16, device="cuda"), torch.randn(3, device="cuda"))  # a new shape: a second graph
+    assert len(fn) == 2
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_predictor_cuda_graphs_match_eager(tiny_model_dir, sample_image, dtype):
+    kwargs = {"device": "cuda", "dtype": dtype}
+    eager = GLIPPredictor.from_pretrained(tiny_model_dir, **kwargs)
+    graphed = GLIPPredictor.from_pretrained(tiny_model_dir, cuda_graphs=True, **kwargs)
+    for _ in range(2):  # the second call replays the captured graphs
+        a = eager.predict(sample_image, classes=["raccoon", "dog"])[0]
+        b = graphed.predict(sample_image, classes=["raccoon", "dog"])[0]
+        assert len(a) == len(b)
+        assert torch.allclose(a.scores, b.scores, atol=1e-5) and torch.allclose(a.boxes_xyxy, b.boxes_xyxy, atol=1e-3)

@@ -1,5 +1,6 @@
 """GLIPPredictor: long vocabularies are chunked and merged with global ids; batching; pictures."""
 
+import pytest
 import torch
 from PIL import Image
 
@@ -76,3 +77,10 @@ def test_draw_detections_paints_boxes_in_label_colours():
     assert out.size == img.size and img.getpixel((10, 50)) == (255, 255, 255)  # input untouched
     assert out.getpixel((10, 50)) == label_color("cat")  # left edge of the box
     assert out.getpixel((35, 50)) == (255, 255, 255)  # inside stays clear
+
+
+def test_cuda_graphs_need_a_gpu(tiny_model_dir):
+    from glip.errors import GLIPError
+
+    with pytest.raises(GLIPError, match="CUDA graphs need a GPU"):
+        GLIPPredictor.from_pretrained(tiny_model_dir, device="cpu", cuda_graphs=True)

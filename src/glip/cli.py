@@ -33,7 +33,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise GLIPError("--prompt is empty: give a sentence naming what to find")
     paths = collect_images(args.images)
     predictor = GLIPPredictor.from_pretrained(  # model None: the embedded model
-        args.model, device=args.device, dtype=args.dtype, compile=args.compile
+        args.model, device=args.device, dtype=args.dtype, compile=args.compile, cuda_graphs=args.cuda_graphs
     )
     written = predict_files(
         predictor,
@@ -72,7 +72,7 @@ def _predictor(args: argparse.Namespace, **kwargs: object):
     if args.model is None:
         raise GLIPError("no --model given: pass a model folder (config.json + model.safetensors) or an official .pth")
     return GLIPPredictor.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, compile=args.compile, **kwargs
+        args.model, device=args.device, dtype=args.dtype, compile=args.compile, cuda_graphs=args.cuda_graphs, **kwargs
     )
 
 
@@ -216,6 +216,10 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
         help="fp32: exact official arithmetic (default); bf16/fp16: autocast + fused attention (faster on GPUs)",
     )  # fmt: skip
     p.add_argument("--compile", action="store_true", help="torch.compile the tower and head")
+    p.add_argument(
+        "--cuda-graphs", action="store_true",
+        help="GPU: replay backbone and tower+head from CUDA graphs captured per input shape (fast at batch 1)",
+    )  # fmt: skip
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:

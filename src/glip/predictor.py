@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from torch import Tensor
 
+from glip.cuda_graphs import GraphedFunction
 from glip.errors import GLIPError, PromptError
 from glip.modeling.glip import GLIPModel, TextFeatures
 from glip.processing import GLIPProcessor, load_image
@@ -75,6 +77,9 @@ class GLIPPredictor:
         dtype: ``"fp32"`` (exact official arithmetic), ``"bf16"`` or ``"fp16"`` (autocast + the fused
             attention fast path; losses of precision are measured in ``docs/speed.md``).
         compile: run the tower and head through ``torch.compile``.
+        cuda_graphs: on a GPU, replay the backbone and the tower + head from CUDA graphs captured once
+            per input shape (see :mod:`glip.cuda_graphs`; worth it for fixed-size inputs, where launch
+            overhead dominates, e.g. batch 1).
         chunk_batch_size: vocabulary chunks run through the tower together (one batched pass each).
     """
 
@@ -88,6 +93,7 @@ class GLIPPredictor:
         dtype: str = "fp32",
         compile: bool = False,
         chunk_batch_size: int = 8,
+        cuda_graphs: bool = False,
     ) -> None:
         if dtype not in AMP_DTYPES:
             raise GLIPError(f"dtype {dtype!r}: use one of {sorted(AMP_DTYPES)}")
@@ -107,6 +113,13 @@ class GLIPPredictor:
                 torch.backends.cuda.matmul.allow_tf32 = True
         self.chunk_batch_size = max(1, chunk_batch_size)
         self._forward_features = torch.compile(self.model.forward_features) if compile else self.model.forward_features
+        self._graph_image: GraphedFunction | None = None
+        self._graph_heads: GraphedFunction | None = None
+        if cuda_graphs:
+            if self.device.type != "cuda":
+                raise GLIPError(f"CUDA graphs need a GPU; the device is {self.device} (drop cuda_graphs/--cuda-graphs)")
+            self._graph_image = GraphedFunction(self.model.encode_image, self.amp_dtype)
+            self._graph_heads = GraphedFunction(self._heads_fn, self.amp_dtype)
         self._text_cache: OrderedDict[tuple[str, tuple], tuple[TextFeatures, EntityMap]] = OrderedDict()
 
     @classmethod
@@ -219,8 +232,9 @@ class GLIPPredictor:
         """
         inputs = self.processor(images, chunks[0]).to(self.device)
         b = len(images)
-        with self._autocast():
-            features = self.model.encode_image(inputs.pixel_values)
+        features = self._image_features(inputs.pixel_values)
+        level_sizes = [(f.shape[-2], f.shape[-1]) for f in features]
+        anchors = self.model.anchors(level_sizes, self.device)
         per_image: list[list[Detections]] = [[] for _ in images]
         for start in range(0, len(chunks), self.chunk_batch_size):
             group = chunks[start : start + self.chunk_batch_size]
@@ -229,18 +243,37 @@ class GLIPPredictor:
             text = _stack_texts([t for t, _ in encoded], b)
             feats = [f.repeat(g, 1, 1, 1) for f in features] if g > 1 else features
             pixel_mask = inputs.pixel_mask.repeat(g, 1, 1)
-            with self._autocast():
-                out = self._forward_features(feats, text, pixel_mask)
-            logits, boxes, ctr = out.logits.float(), out.box_regression.float(), out.centerness.float()
+            logits, boxes, ctr = (t.float() for t in self._heads(feats, text, pixel_mask))
             for j, (_, emap) in enumerate(encoded):
                 rows = slice(j * b, (j + 1) * b)
                 dets = self.processor.postprocessor(
-                    logits[rows], boxes[rows], ctr[rows], out.anchors_xyxy, out.level_sizes, [emap] * b,
+                    logits[rows], boxes[rows], ctr[rows], anchors, level_sizes, [emap] * b,
                     inputs.image_sizes, inputs.original_sizes,
                 )  # fmt: skip
                 for k, det in enumerate(dets):
                     per_image[k].append(det)
         return [merge_detections(parts, self.max_detections) for parts in per_image]
+
+    def _image_features(self, pixel_values: Tensor) -> list[Tensor]:
+        """Backbone + FPN of ``(B, 3, H, W)`` pixels → P3..P7 (from a CUDA graph when enabled)."""
+        if self._graph_image is not None:
+            return list(self._graph_image(pixel_values))
+        with self._autocast():
+            return self.model.encode_image(pixel_values)
+
+    def _heads(self, feats: list[Tensor], text: TextFeatures, pixel_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Tower + head → logits ``(B, N, T)``, box regression ``(B, N, 4)``, centerness ``(B, N)``."""
+        if self._graph_heads is not None:
+            return self._graph_heads(*feats, text.hidden, text.mask, pixel_mask)  # type: ignore[return-value]
+        with self._autocast():
+            out = self._forward_features(feats, text, pixel_mask)
+        return out.logits, out.box_regression, out.centerness
+
+    def _heads_fn(self, *args: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`_heads` as a function of tensors only (what a CUDA graph captures)."""
+        feats, hidden, mask, pixel_mask = list(args[:-3]), args[-3], args[-2], args[-1]
+        out = self._forward_features(feats, TextFeatures(hidden, mask), pixel_mask)
+        return out.logits, out.box_regression, out.centerness
 
     def _autocast(self):
         if self.amp_dtype is None:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import deform_conv2d
 
+from glip.modeling import dcn_triton
 from glip.modeling.fusion import FusionBlock, flatten_levels
 from glip.modeling.text_layer import ClampedBertLayer
 
@@ -43,6 +44,7 @@ class ModulatedDeformConv3x3(nn.Module):
         self.stride = stride
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.fast = False
         bound = 1.0 / math.sqrt(in_channels * 9)
         nn.init.uniform_(self.weight, -bound, bound)
 
@@ -50,20 +52,32 @@ class ModulatedDeformConv3x3(nn.Module):
         """``x (B, C_in, H, W)``, ``offset (B, 18, H', W')``, ``mask (B, 9, H', W')`` → ``(B, C_out, H', W')``."""
         if offset is None:
             return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=1)
-        if x.is_cuda and x.dtype == torch.float16 and offset.dtype == torch.float16:
-            # torchvision's CUDA kernel has a half-precision path (not bfloat16)
-            b = None if self.bias is None else self.bias.half()
-            m = None if mask is None else mask.half()
-            return deform_conv2d(x, offset, self.weight.half(), b, stride=self.stride, padding=1, mask=m)
+        if self.fast and mask is not None and _fused_ok(x, self.weight):
+            # fast path: the fused Triton kernel in x's reduced precision (fp32 coordinates and accumulation)
+            return dcn_triton.deform_conv3x3(x, offset, mask, self.weight, self.bias, self.stride)
         if x.dtype != self.weight.dtype or offset.dtype != self.weight.dtype:
-            # Under autocast: torchvision's deformable convolution has no reduced-precision CPU kernel
-            # and no autocast rule there, so it runs in the weights' precision and casts back.
+            # Under autocast: torchvision's deformable convolution runs in the weights' precision
+            # (its CUDA autocast rule casts to fp32; its CPU kernel has no reduced precision); cast back.
             out = deform_conv2d(
                 x.to(self.weight.dtype), offset.to(self.weight.dtype), self.weight, self.bias, stride=self.stride,
                 padding=1, mask=None if mask is None else mask.to(self.weight.dtype),
             )  # fmt: skip
             return out.to(x.dtype)
         return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=1, mask=mask)
+
+
+def _fused_ok(x: Tensor, weight: Tensor) -> bool:
+    """The fused kernel serves reduced-precision inference only (it has no backward)."""
+    reduced = x.dtype in (torch.bfloat16, torch.float16)
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    return reduced and not needs_grad and dcn_triton.available(x)
+
+
+def _reduced(y: Tensor) -> Tensor:
+    """Under autocast, bring an fp32 activation back to the autocast dtype (no-op otherwise)."""
+    if torch.is_autocast_enabled(y.device.type) and y.dtype == torch.float32:
+        return y.to(torch.get_autocast_dtype(y.device.type))
+    return y
 
 
 class ConvGN(nn.Module):
@@ -79,16 +93,20 @@ class ConvGN(nn.Module):
             nn.init.zeros_(self.conv.bias)
         self.norm = nn.GroupNorm(groups, channels)
         self.deformable = deformable
+        self.fast = False
 
     def forward(self, x: Tensor, offset: Tensor | None, mask: Tensor | None) -> Tensor:
         """``(B, C, H, W)`` → ``(B, C, H', W')``."""
         y = self.conv(x, offset, mask) if self.deformable else self.conv(x)
-        y = self.norm(y)
-        if torch.is_autocast_enabled(y.device.type) and y.dtype == torch.float32:
-            # autocast runs GroupNorm in fp32; go back to the reduced dtype so that the upsampling,
-            # attention and DyReLU that follow move half the bytes
-            y = y.to(torch.get_autocast_dtype(y.device.type))
-        return y
+        if self.fast and y.dtype != torch.float32:
+            # fast path: GroupNorm straight on the reduced-precision activation (fp32 statistics inside the
+            # kernel) instead of autocast's fp32 round trip
+            with torch.autocast(y.device.type, enabled=False):
+                n = self.norm
+                return F.group_norm(y, n.num_groups, n.weight.to(y.dtype), n.bias.to(y.dtype), n.eps)
+        # autocast runs GroupNorm in fp32; go back to the reduced dtype so that the upsampling,
+        # attention and DyReLU that follow move half the bytes
+        return _reduced(self.norm(y))
 
 
 class DyReLU(nn.Module):
@@ -108,6 +126,14 @@ class DyReLU(nn.Module):
         a1 = (a1 - 0.5) * 2.0 + 1.0
         a2 = (a2 - 0.5) * 2.0
         return torch.maximum(x * a1 + (b1 - 0.5), x * a2 + (b2 - 0.5))
+
+
+def _upsample(x: Tensor, size: torch.Size, fast: bool) -> Tensor:
+    """Bilinear (align_corners) resize of ``(B, C, h, w)`` to ``size``; the fast path keeps x's dtype."""
+    if fast and x.dtype != torch.float32:
+        with torch.autocast(x.device.type, enabled=False):
+            return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
 def _prefix(t: Tensor, h: int, w: int) -> Tensor:
@@ -140,6 +166,7 @@ class DyConv(nn.Module):
         if coarse_offset_mode not in ("prefix", "own"):
             raise ValueError(f"coarse_offset_mode={coarse_offset_mode!r}: use 'prefix' or 'own'")
         self.coarse_offset_mode = coarse_offset_mode
+        self.fast = False
 
     def _offsets(self, feature: Tensor) -> tuple[Tensor | None, Tensor | None]:
         if self.offset is None:
@@ -166,7 +193,7 @@ class DyConv(nn.Module):
                 else:
                     off_c, mask_c = self._offsets(coarse)
                 up = up_conv(coarse, off_c, mask_c)
-                branches.append(F.interpolate(up, size=feature.shape[-2:], mode="bilinear", align_corners=True))
+                branches.append(_upsample(up, feature.shape[-2:], self.fast))
             stacked = torch.stack(branches)
             if self.scale_attn is not None:
                 attn = torch.stack([h_sigmoid(F.relu(self.scale_attn(F.adaptive_avg_pool2d(f, 1)))) for f in branches])
