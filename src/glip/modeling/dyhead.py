@@ -52,9 +52,12 @@ class ModulatedDeformConv3x3(nn.Module):
         """``x (B, C_in, H, W)``, ``offset (B, 18, H', W')``, ``mask (B, 9, H', W')`` → ``(B, C_out, H', W')``."""
         if offset is None:
             return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=1)
-        if self.fast and mask is not None and _fused_ok(x, self.weight):
-            # fast path: the fused Triton kernel in x's reduced precision (fp32 coordinates and accumulation)
-            return dcn_triton.deform_conv3x3(x, offset, mask, self.weight, self.bias, self.stride)
+        if self.fast and mask is not None:
+            # fast path: the fused Triton kernel in the autocast dtype (fp32 coordinates and accumulation)
+            kind = x.device.type
+            xr = x.to(torch.get_autocast_dtype(kind)) if torch.is_autocast_enabled(kind) else x
+            if _fused_ok(xr, self.weight):
+                return dcn_triton.deform_conv3x3(xr, offset, mask, self.weight, self.bias, self.stride)
         if x.dtype != self.weight.dtype or offset.dtype != self.weight.dtype:
             # Under autocast: torchvision's deformable convolution runs in the weights' precision
             # (its CUDA autocast rule casts to fp32; its CPU kernel has no reduced precision); cast back.
