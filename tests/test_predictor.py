@@ -83,4 +83,6 @@ def test_cuda_graphs_need_a_gpu(tiny_model_dir):
     from glip.errors import GLIPError
 
     with pytest.raises(GLIPError, match="CUDA graphs need a GPU"):
+        GLIPPredictor.from_pretrained(tiny_model_dir, device="cpu", dtype="bf16", cuda_graphs=True)
+    with pytest.raises(GLIPError, match="need the fast path"):
         GLIPPredictor.from_pretrained(tiny_model_dir, device="cpu", cuda_graphs=True)

@@ -69,8 +69,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _predictor(args: argparse.Namespace, **kwargs: object):
     from glip.predictor import GLIPPredictor
 
-    if args.model is None:
-        raise GLIPError("no --model given: pass a model folder (config.json + model.safetensors) or an official .pth")
+    # no --model: the embedded default model, as for predict
     return GLIPPredictor.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, compile=args.compile, cuda_graphs=args.cuda_graphs, **kwargs
     )
@@ -223,7 +222,9 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model folder (config.json + model.safetensors) or official GLIP .pth")
+    p.add_argument(
+        "--model", help="model folder (config.json + model.safetensors) or official .pth (default: the embedded model)"
+    )
     p.add_argument("--out-dir", type=Path, default=Path("outputs/eval"), help="reports and detections")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

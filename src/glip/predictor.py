@@ -22,6 +22,7 @@ from torch import Tensor
 
 from glip.cuda_graphs import GraphedFunction
 from glip.errors import GLIPError, PromptError
+from glip.modeling.dyhead import ModulatedDeformConv3x3
 from glip.modeling.glip import GLIPModel, TextFeatures
 from glip.processing import GLIPProcessor, load_image
 from glip.structures import Detections, EntityMap
@@ -116,6 +117,11 @@ class GLIPPredictor:
         self._graph_image: GraphedFunction | None = None
         self._graph_heads: GraphedFunction | None = None
         if cuda_graphs:
+            if self.amp_dtype is None and any(isinstance(m, ModulatedDeformConv3x3) for m in self.model.modules()):
+                raise GLIPError(
+                    "CUDA graphs need the fast path (dtype bf16 or fp16): torchvision's deformable convolution "
+                    "of the exact fp32 path cannot be captured in a graph"
+                )
             if self.device.type != "cuda":
                 raise GLIPError(f"CUDA graphs need a GPU; the device is {self.device} (drop cuda_graphs/--cuda-graphs)")
             self._graph_image = GraphedFunction(self.model.encode_image, self.amp_dtype)

@@ -51,3 +51,15 @@ def test_predictor_in_bf16_gives_nearly_the_same_detections(tiny_model_dir, samp
     assert abs(float(fp32.scores[0]) - float(bf16.scores[0])) < 0.02
     with pytest.raises(GLIPError, match="dtype"):
         GLIPPredictor.from_pretrained(tiny_model_dir, device="cpu", dtype="int8")
+
+
+@pytest.mark.parametrize(("size", "small"), [((100, 168), (50, 84)), ((13, 21), (7, 11)), ((5, 1), (3, 1))])
+def test_fast_upsampling_is_bilinear_with_aligned_corners(size, small):
+    from glip.modeling.dyhead import _upsample
+
+    x = torch.randn(2, 3, *small, dtype=torch.float64)
+    want = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    got = _upsample(x, torch.Size(size), fast=True)  # float64: the GEMM route, without rounding
+    assert torch.allclose(got, want, atol=1e-12)
+    low = _upsample(x.bfloat16(), torch.Size(size), fast=True)
+    assert (low.double() - want).abs().max() < 0.05

@@ -18,7 +18,7 @@ prefix is sliced here explicitly. ``"own"`` instead predicts the offsets from ``
 from __future__ import annotations
 
 import math
-from functools import partial
+from functools import lru_cache, partial
 
 import torch
 import torch.nn.functional as F
@@ -132,11 +132,30 @@ class DyReLU(nn.Module):
 
 
 def _upsample(x: Tensor, size: torch.Size, fast: bool) -> Tensor:
-    """Bilinear (align_corners) resize of ``(B, C, h, w)`` to ``size``; the fast path keeps x's dtype."""
+    """Bilinear (align_corners) resize of ``(B, C, h, w)`` to ``size``.
+
+    The fast path (reduced precision) computes the same separable interpolation as two GEMMs with
+    the interpolation matrices, ``M_H @ x @ M_W^T``, several times faster than the bilinear kernel.
+    """
     if fast and x.dtype != torch.float32:
-        with torch.autocast(x.device.type, enabled=False):
-            return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+        rows = _interpolation_matrix(size[0], x.shape[-2], x.device, x.dtype)
+        cols = _interpolation_matrix(size[1], x.shape[-1], x.device, x.dtype)
+        return torch.matmul(rows, torch.matmul(x, cols.T))
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+@lru_cache(maxsize=64)
+def _interpolation_matrix(n_out: int, n_in: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(n_out, n_in)`` 1-D linear interpolation weights with align_corners=True (rows sum to 1)."""
+    scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    pos = torch.arange(n_out, dtype=torch.float64) * scale
+    low = pos.floor().clamp(max=max(n_in - 2, 0)).long()
+    frac = pos - low
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    m[torch.arange(n_out), low] = 1.0 - frac
+    if n_in > 1:
+        m[torch.arange(n_out), low + 1] += frac
+    return m.to(device=device, dtype=dtype)
 
 
 def _prefix(t: Tensor, h: int, w: int) -> Tensor:
