@@ -146,16 +146,20 @@ def _upsample(x: Tensor, size: torch.Size, fast: bool) -> Tensor:
 
 @lru_cache(maxsize=64)
 def _interpolation_matrix(n_out: int, n_in: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``(n_out, n_in)`` 1-D linear interpolation weights with align_corners=True (rows sum to 1)."""
+    """``(n_out, n_in)`` 1-D linear interpolation weights with align_corners=True (rows sum to 1).
+
+    Built on ``device`` (no host-to-device copy, so it can be traced and captured in CUDA graphs).
+    """
     scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
-    pos = torch.arange(n_out, dtype=torch.float64) * scale
+    rows = torch.arange(n_out, device=device)
+    pos = rows.to(torch.float64) * scale
     low = pos.floor().clamp(max=max(n_in - 2, 0)).long()
     frac = pos - low
-    m = torch.zeros(n_out, n_in, dtype=torch.float64)
-    m[torch.arange(n_out), low] = 1.0 - frac
+    m = torch.zeros(n_out, n_in, device=device, dtype=torch.float64)
+    m[rows, low] = 1.0 - frac
     if n_in > 1:
-        m[torch.arange(n_out), low + 1] += frac
-    return m.to(device=device, dtype=dtype)
+        m[rows, low + 1] += frac
+    return m.to(dtype)
 
 
 def _prefix(t: Tensor, h: int, w: int) -> Tensor:
