@@ -30,24 +30,24 @@ def entity_scores(probs: Tensor, token_ids: list[list[int]], aggregation: str = 
     """Aggregate token probabilities into entity scores.
 
     Args:
-        probs: ``(N, T)`` token probabilities of N locations.
+        probs: ``(..., N, T)`` token probabilities of N locations.
         token_ids: per entity, its token positions (may be empty).
         aggregation: ``"mean"`` or ``"max"``.
 
     Returns:
-        ``(N, E)`` scores; entities without tokens score 0.
+        ``(..., N, E)`` scores; entities without tokens score 0.
     """
-    n, e = probs.shape[0], len(token_ids)
+    e = len(token_ids)
     width = max((len(t) for t in token_ids), default=0)
     if e == 0 or width == 0:
-        return probs.new_zeros(n, e)
+        return probs.new_zeros(*probs.shape[:-1], e)
     idx = torch.zeros(e, width, dtype=torch.long)
     valid = torch.zeros(e, width, dtype=torch.bool)
     for i, toks in enumerate(token_ids):
         idx[i, : len(toks)] = torch.as_tensor(toks, dtype=torch.long)
         valid[i, : len(toks)] = True
     idx, valid = idx.to(probs.device), valid.to(probs.device)
-    gathered = probs[:, idx]  # (N, E, width)
+    gathered = probs[..., idx]  # (..., N, E, width)
     if aggregation == "mean":
         counts = valid.sum(-1).clamp(min=1).to(probs.dtype)
         return (gathered * valid).sum(-1) / counts
@@ -120,20 +120,62 @@ class ATSSPostProcessor:
             image_sizes: per image, ``(height, width)`` of the resized image before padding.
             original_sizes: per image, ``(height, width)`` of the original image.
         """
-        out = []
-        for b in range(logits.shape[0]):
-            out.append(
-                self.single(
-                    logits[b],
-                    box_regression[b],
-                    centerness[b],
-                    anchors_xyxy,
-                    level_sizes,
-                    entity_maps[b],
-                    image_sizes[b],
-                    original_sizes[b],
-                )
-            )
+        maps = entity_maps
+        if all(m.token_ids == maps[0].token_ids for m in maps[1:]):
+            return self.batched(
+                logits, box_regression, centerness, anchors_xyxy, level_sizes, maps, image_sizes, original_sizes
+            )  # fmt: skip
+        args = (anchors_xyxy, level_sizes)
+        return [
+            self.single(logits[b], box_regression[b], centerness[b], *args, maps[b], image_sizes[b], original_sizes[b])
+            for b in range(logits.shape[0])
+        ]
+
+    def batched(
+        self,
+        logits: Tensor,
+        box_regression: Tensor,
+        centerness: Tensor,
+        anchors_xyxy: Tensor,
+        level_sizes: list[tuple[int, int]],
+        entity_maps: list[EntityMap],
+        image_sizes: list[tuple[int, int]],
+        original_sizes: list[tuple[int, int]],
+    ) -> list[Detections]:
+        """:meth:`single` for a batch whose images share one prompt, with few host synchronisations.
+
+        Candidates are chosen for all images and levels at once (non-candidates masked to -1, a
+        fixed-size top-k, then one ``nonzero``); NMS and the final cut run per image. Same result
+        as :meth:`single` image by image.
+        """
+        b, e = logits.shape[0], len(entity_maps[0].token_ids)
+        scores = entity_scores(logits.sigmoid(), entity_maps[0].token_ids, self.score_aggregation)  # (B, N, E)
+        ctr = centerness.sigmoid()
+        vals_l, loc_l, ent_l = [], [], []
+        start = 0
+        for lh, lw in level_sizes:
+            end = start + lh * lw
+            s = scores[:, start:end]
+            weighted = torch.where(s > self.score_threshold, s * ctr[:, start:end, None], -1.0).flatten(1)
+            vals, idx = weighted.topk(min(self.pre_nms_top_n, weighted.shape[1]), dim=1)  # (B, k), descending
+            vals_l.append(vals)
+            loc_l.append(torch.div(idx, e, rounding_mode="floor") + start)
+            ent_l.append(idx % e)
+            start = end
+        vals, loc, ents = torch.cat(vals_l, 1), torch.cat(loc_l, 1), torch.cat(ent_l, 1)
+        deltas = box_regression.gather(1, loc[..., None].expand(-1, -1, 4))
+        boxes = self.box_coder.decode(deltas, anchors_xyxy[loc])  # (B, K, 4)
+        limits = torch.tensor([[w - self.one, h - self.one] for h, w in image_sizes], dtype=boxes.dtype)
+        limits = limits.to(boxes.device)[:, None, :].repeat(1, 1, 2)  # (B, 1, 4): x, y, x, y maxima
+        boxes = torch.minimum(boxes.clamp(min=0), limits)
+        rows = (vals > -0.5).nonzero()  # row-major: per image, levels in order, each by decreasing score
+        counts = torch.bincount(rows[:, 0], minlength=b).tolist()
+        out, offset = [], 0
+        for i, count in enumerate(counts):
+            cols = rows[offset : offset + count, 1]
+            offset += count
+            cands = (boxes[i, cols], vals[i, cols].sqrt(), ents[i, cols])
+            out.append(self._finish(*cands, entity_maps[i], image_sizes[i], original_sizes[i]))
         return out
 
     def single(
@@ -176,10 +218,20 @@ class ATSSPostProcessor:
             scores_l.append(top_vals.sqrt())
             ents_l.append(loc_ent[:, 1])
             start = end
-        boxes = torch.cat(boxes_l)
-        final_scores = torch.cat(scores_l)
-        ents = torch.cat(ents_l)
+        return self._finish(torch.cat(boxes_l), torch.cat(scores_l), torch.cat(ents_l), entity_map, image_size,
+                            original_size)  # fmt: skip
 
+    def _finish(
+        self,
+        boxes: Tensor,
+        final_scores: Tensor,
+        ents: Tensor,
+        entity_map: EntityMap,
+        image_size: tuple[int, int],
+        original_size: tuple[int, int],
+    ) -> Detections:
+        """NMS, the top-``detections_per_image`` cut and scaling of one image's candidates ``(K, 4)``, ``(K,)``."""
+        h, w = image_size
         keep = class_aware_nms(boxes, final_scores, ents, self.nms_threshold, self.one > 0)
         boxes, final_scores, ents = boxes[keep], final_scores[keep], ents[keep]
         n = final_scores.shape[0]
