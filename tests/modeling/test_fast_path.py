@@ -63,3 +63,18 @@ def test_fast_upsampling_is_bilinear_with_aligned_corners(size, small):
     assert torch.allclose(got, want, atol=1e-12)
     low = _upsample(x.bfloat16(), torch.Size(size), fast=True)
     assert (low.double() - want).abs().max() < 0.05
+
+
+def test_fast_path_keeps_small_cnn_bodies_in_fp32_under_autocast():
+    model = GLIPModel(GLIPConfig.from_preset("mobilenet_minilm")).eval()
+    seen = []
+    first_conv = next(m for m in model.backbone.body.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    pixels = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model.encode_image(pixels)  # exact path: the body follows autocast
+        model.enable_fast_path()
+        model.encode_image(pixels)
+    assert seen == [torch.bfloat16, torch.float32]
+    swin = GLIPModel(GLIPConfig.from_preset("tiny")).enable_fast_path()
+    assert swin.backbone.fp32_body is False  # Swin bodies run in the autocast dtype

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from glip.modeling.cnn_backbones import EfficientNetLite0, MobileNetV2Body
@@ -41,6 +42,9 @@ class VisionBackbone(nn.Module):
         self.out_channels: int = fpn.out_channels
         body_strides: list[int] = list(getattr(body, "strides", [8, 16, 32]))
         self.strides: list[int] = [*body_strides, body_strides[-1] * 2, body_strides[-1] * 4]
+        # Set by GLIPModel.enable_fast_path for the small CNN bodies: under autocast they stay in fp32
+        # (their depthwise convolutions and frozen batch norms lose most of the accuracy in bf16).
+        self.fp32_body = False
 
     def forward(self, pixel_values: Tensor) -> list[Tensor]:
         """Compute the pyramid.
@@ -52,6 +56,10 @@ class VisionBackbone(nn.Module):
             5 maps ``(B, out_channels, ceil(H / s), ceil(W / s))`` for ``s`` = 8, 16, 32, 64, 128
             (for the P6/P7 levels, ``ceil`` of the previous level's size over 2).
         """
+        kind = pixel_values.device.type
+        if self.fp32_body and torch.is_autocast_enabled(kind):
+            with torch.autocast(kind, enabled=False):
+                return self.fpn([c.float() for c in self.body(pixel_values.float())])
         return self.fpn(self.body(pixel_values))
 
     def freeze_body(self, frozen_stages: int) -> None:

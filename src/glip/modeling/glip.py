@@ -22,7 +22,7 @@ from transformers.activations import ACT2FN
 
 from glip.config import GLIPConfig
 from glip.modeling.anchors import BoxCoder, grid_anchors
-from glip.modeling.backbone import build_vision_backbone
+from glip.modeling.backbone import VisionBackbone, build_vision_backbone
 from glip.modeling.dyhead import ConvGN, DyConv, ModulatedDeformConv3x3, VLTower, VLTowerBlock, level_pixel_mask
 from glip.modeling.fusion import BiMultiHeadAttention, FusionBlock, flatten_levels
 from glip.modeling.head import GLIPHead
@@ -323,7 +323,8 @@ class GLIPModel(nn.Module):
 
         The exact path reproduces the official arithmetic step by step. The fast path runs the fusion
         blocks and tower BERT layers through ``scaled_dot_product_attention`` without the overflow
-        clamps of the attention scores (logit differences ~1e-6 in fp32, see ``tests/modeling``) and,
+        clamps of the attention scores (logit differences ~1e-6 in fp32, see ``tests/modeling``),
+        keeps small CNN image bodies (EfficientNet-Lite0, MobileNetV2) in fp32 under autocast, and,
         under bf16/fp16 autocast, keeps the DyHead in the reduced dtype: the fused Triton DCNv2
         (:mod:`glip.modeling.dcn_triton`, CUDA), GroupNorm and the bilinear upsampling without fp32
         round trips. Accuracy of the whole path is measured in ``docs/speed.md``.
@@ -331,6 +332,8 @@ class GLIPModel(nn.Module):
         for module in self.modules():
             if isinstance(module, (BiMultiHeadAttention, ClampedBertLayer, DyConv, ConvGN, ModulatedDeformConv3x3)):
                 module.fast = enabled
+        if isinstance(self.backbone, VisionBackbone):
+            self.backbone.fp32_body = enabled and self.config.vision.backbone != "swin"
         return self
 
     def num_parameters(self) -> int:
