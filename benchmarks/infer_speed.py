@@ -1,18 +1,22 @@
 """Inference speed of GLIP-T against HF Grounding-DINO-T, side by side on one GPU.
 
-    python benchmarks/infer_speed.py [--batch-sizes 1 8] [--dtypes fp32 bf16] [--lvis] [--profile]
+    python benchmarks/infer_speed.py [--batch-sizes 1 8] [--dtypes fp32 bf16 fp16] [--cuda-graphs]
+        [--compile] [--text-per-batch] [--lvis] [--flops] [--profile] [--no-peer]
 
 Both models have random weights (the official architectures; speed does not depend on the values).
 Inputs: 800x1333 images (random pixels, padded to 800x1344), the 80 COCO class names as the prompt.
-GLIP-T is timed on its whole inference path from preprocessed tensors: backbone, text encoder (one
-pass per batch, as the predictor does), tower, head and post-processing with GPU NMS; fp32 is the
-exact official path, bf16/fp16 are autocast + the fused-attention fast path. Grounding-DINO-T
-(``GroundingDinoForObjectDetection(GroundingDinoConfig())``) is timed on its forward pass only.
-Warm-up iterations are excluded and every timing is CUDA-synchronised. ``--lvis`` also times a
-1,203-class vocabulary per image (names from ``--lvis-names`` or 1,203 synthetic LVIS-length names;
-the cost depends on the number of 256-token prompt chunks, not on the words). ``--flops`` counts
-GLIP-T's FLOPs per image with ``torch.utils.flop_counter`` (plus a formula for the deformable
-convolution, which the counter does not know). One JSON line per measurement.
+GLIP-T is timed on its whole inference path from preprocessed tensors, as ``GLIPPredictor`` runs
+it: backbone, tower, head and post-processing with GPU NMS, the prompt's text features cached
+(``--text-per-batch`` also times re-encoding it every batch); fp32 is the exact official path,
+bf16/fp16 the fast path, optionally replayed from CUDA graphs (``--cuda-graphs``) and compiled
+(``--compile``, last: compilation takes minutes). Grounding-DINO-T
+(``GroundingDinoForObjectDetection(GroundingDinoConfig())``) is timed on its forward pass under the
+same autocast. Warm-up iterations are excluded and every timing is CUDA-synchronised. ``--lvis``
+also times a 1,203-class vocabulary per image (names from ``--lvis-names`` or 1,203 synthetic
+LVIS-length names; the cost depends on the number of 256-token prompt chunks, not on the words).
+``--flops`` counts GLIP-T's FLOPs per image with ``torch.utils.flop_counter`` (plus a formula for
+the deformable convolution, which the counter does not know). One JSON line per measurement; the
+last line has the best rate per batch and dtype and the ratios to Grounding-DINO-T.
 """
 
 from __future__ import annotations
