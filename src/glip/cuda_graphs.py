@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from glip.errors import GLIPError
+
 logger = logging.getLogger(__name__)
 
 Signature = tuple[tuple[tuple[int, ...], torch.dtype, tuple[int, ...]], ...]
@@ -88,7 +90,7 @@ class GraphedFunction:
 
     def _capture(self, tensors: Sequence[Tensor]) -> _Captured:
         if not all(t.is_cuda for t in tensors):
-            raise ValueError("CUDA graphs need CUDA tensors; run on a GPU or turn CUDA graphs off")
+            raise GLIPError("CUDA graphs need CUDA tensors: run on a GPU or turn CUDA graphs off")
         static = [t.clone() for t in tensors]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

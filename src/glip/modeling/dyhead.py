@@ -52,12 +52,9 @@ class ModulatedDeformConv3x3(nn.Module):
         """``x (B, C_in, H, W)``, ``offset (B, 18, H', W')``, ``mask (B, 9, H', W')`` → ``(B, C_out, H', W')``."""
         if offset is None:
             return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=1)
-        if self.fast and mask is not None:
-            # fast path: the fused Triton kernel in the autocast dtype (fp32 coordinates and accumulation)
-            kind = x.device.type
-            xr = x.to(torch.get_autocast_dtype(kind)) if torch.is_autocast_enabled(kind) else x
-            if _fused_ok(xr, self.weight):
-                return dcn_triton.deform_conv3x3(xr, offset, mask, self.weight, self.bias, self.stride)
+        if self.fast and mask is not None and _fused_ok(x, self.weight):
+            # fast path: the fused Triton kernel in x's reduced dtype (fp32 coordinates and accumulation)
+            return dcn_triton.deform_conv3x3(x, offset, mask, self.weight, self.bias, self.stride)
         if x.dtype != self.weight.dtype or offset.dtype != self.weight.dtype:
             # Under autocast: torchvision's deformable convolution runs in the weights' precision
             # (its CUDA autocast rule casts to fp32; its CPU kernel has no reduced precision); cast back.
@@ -74,6 +71,12 @@ def _fused_ok(x: Tensor, weight: Tensor) -> bool:
     reduced = x.dtype in (torch.bfloat16, torch.float16)
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     return reduced and not needs_grad and dcn_triton.available(x)
+
+
+def _fused_input(x: Tensor, weight: Tensor) -> Tensor:
+    """``x`` in the autocast dtype when the fused kernel will take it that way, else ``x`` unchanged."""
+    reduced = _reduced(x)
+    return reduced if _fused_ok(reduced, weight) else x
 
 
 def _reduced(y: Tensor) -> Tensor:
@@ -203,6 +206,9 @@ class DyConv(nn.Module):
     def forward(self, features: list[Tensor]) -> list[Tensor]:
         """``L`` maps ``(B, C, H_l, W_l)`` → ``L`` maps of the same shapes."""
         up_conv, mid_conv, down_conv = self.convs
+        if self.fast and self.offset is not None:
+            # each map feeds up to three deformable convolutions: cast it once for the fused kernel
+            features = [_fused_input(f, mid_conv.conv.weight) for f in features]
         outputs = []
         for level, feature in enumerate(features):
             offset, mask = self._offsets(feature)

@@ -120,16 +120,13 @@ class ATSSPostProcessor:
             image_sizes: per image, ``(height, width)`` of the resized image before padding.
             original_sizes: per image, ``(height, width)`` of the original image.
         """
-        maps = entity_maps
-        if all(m.token_ids == maps[0].token_ids for m in maps[1:]):
+        if all(m.token_ids == entity_maps[0].token_ids for m in entity_maps[1:]):
             return self.batched(
-                logits, box_regression, centerness, anchors_xyxy, level_sizes, maps, image_sizes, original_sizes
+                logits, box_regression, centerness, anchors_xyxy, level_sizes, entity_maps, image_sizes, original_sizes
             )  # fmt: skip
-        args = (anchors_xyxy, level_sizes)
-        return [
-            self.single(logits[b], box_regression[b], centerness[b], *args, maps[b], image_sizes[b], original_sizes[b])
-            for b in range(logits.shape[0])
-        ]
+        shared = (anchors_xyxy, level_sizes)
+        per_image = zip(logits, box_regression, centerness, entity_maps, image_sizes, original_sizes, strict=True)
+        return [self.single(lg, br, ct, *shared, em, size, orig) for lg, br, ct, em, size, orig in per_image]
 
     def batched(
         self,
@@ -142,11 +139,11 @@ class ATSSPostProcessor:
         image_sizes: list[tuple[int, int]],
         original_sizes: list[tuple[int, int]],
     ) -> list[Detections]:
-        """:meth:`single` for a batch whose images share one prompt, with few host synchronisations.
+        """Detections of a batch whose images share one prompt, with few host synchronisations.
 
         Candidates are chosen for all images and levels at once (non-candidates masked to -1, a
-        fixed-size top-k, then one ``nonzero``); NMS and the final cut run per image. Same result
-        as :meth:`single` image by image.
+        fixed-size top-k per level, then one ``nonzero``); NMS and the final cut run per image.
+        Arguments as for :meth:`__call__`.
         """
         b, e = logits.shape[0], len(entity_maps[0].token_ids)
         scores = entity_scores(logits.sigmoid(), entity_maps[0].token_ids, self.score_aggregation)  # (B, N, E)
@@ -190,36 +187,10 @@ class ATSSPostProcessor:
         original_size: tuple[int, int],
     ) -> Detections:
         """One image: ``logits (N, T)``, ``box_regression (N, 4)``, ``centerness (N,)``."""
-        scores = entity_scores(logits.sigmoid(), entity_map.token_ids, self.score_aggregation)  # (N, E)
-        ctr = centerness.sigmoid()
-        h, w = image_size
-        boxes_l, scores_l, ents_l = [], [], []
-        start = 0
-        for lh, lw in level_sizes:
-            end = start + lh * lw
-            s = scores[start:end]
-            cand = s > self.score_threshold
-            k = min(int(cand.sum()), self.pre_nms_top_n)
-            weighted = (s * ctr[start:end, None])[cand]
-            top_vals, top_idx = weighted.topk(k)
-            loc_ent = cand.nonzero()[top_idx]
-            loc = loc_ent[:, 0] + start
-            boxes = self.box_coder.decode(box_regression[loc], anchors_xyxy[loc])
-            boxes = torch.stack(
-                (
-                    boxes[:, 0].clamp(0, w - self.one),
-                    boxes[:, 1].clamp(0, h - self.one),
-                    boxes[:, 2].clamp(0, w - self.one),
-                    boxes[:, 3].clamp(0, h - self.one),
-                ),
-                dim=1,
-            )
-            boxes_l.append(boxes)
-            scores_l.append(top_vals.sqrt())
-            ents_l.append(loc_ent[:, 1])
-            start = end
-        return self._finish(torch.cat(boxes_l), torch.cat(scores_l), torch.cat(ents_l), entity_map, image_size,
-                            original_size)  # fmt: skip
+        return self.batched(
+            logits[None], box_regression[None], centerness[None], anchors_xyxy, level_sizes, [entity_map],
+            [image_size], [original_size],
+        )[0]  # fmt: skip
 
     def _finish(
         self,
