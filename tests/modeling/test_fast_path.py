@@ -66,7 +66,7 @@ def test_fast_upsampling_is_bilinear_with_aligned_corners(size, small):
 
 
 def test_fast_path_keeps_small_cnn_bodies_in_fp32_under_autocast():
-    model = GLIPModel(GLIPConfig.from_preset("mobilenet_minilm")).eval()
+    model = GLIPModel(GLIPConfig.small("mobilenet_v2", pretrained=False)).eval()  # no weight packages needed
     seen = []
     first_conv = next(m for m in model.backbone.body.modules() if isinstance(m, torch.nn.Conv2d))
     first_conv.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
@@ -78,3 +78,36 @@ def test_fast_path_keeps_small_cnn_bodies_in_fp32_under_autocast():
     assert seen == [torch.bfloat16, torch.float32]
     swin = GLIPModel(GLIPConfig.from_preset("tiny")).enable_fast_path()
     assert swin.backbone.fp32_body is False  # Swin bodies run in the autocast dtype
+
+
+def test_fast_path_forms_text_level_fusion_and_logits_in_fp32_under_autocast():
+    torch.manual_seed(0)
+    model = GLIPModel(GLIPConfig.tiny()).eval()
+    ids = torch.randint(1000, 2000, (1, 6))
+    mask = torch.ones_like(ids)
+    dyconv = model.tower.blocks[0].dyconv
+    seen: list[torch.dtype] = []
+    dyconv.act.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    text_linear = next(m for m in model.text_encoder.modules() if isinstance(m, torch.nn.Linear))
+    text_seen: list[torch.dtype] = []
+    text_linear.register_forward_hook(lambda mod, inp, out: text_seen.append(out.dtype))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(1, 3, 64, 64), ids, mask)
+        model.enable_fast_path()
+        model(torch.randn(1, 3, 64, 64), ids, mask)
+    assert text_seen == [torch.bfloat16, torch.float32]  # the text encoder: autocast, then fp32
+    # DyReLU ran in bf16 on the exact path and in fp32 (rounded once afterwards) on the fast path
+    assert seen[0] == torch.bfloat16 and set(seen[len(seen) // 2 :]) == {torch.float32}
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert all(f.dtype == torch.bfloat16 for f in dyconv([torch.randn(1, 32, 8, 8), torch.randn(1, 32, 4, 4)]))
+    # grounding logits from bf16 tower maps: formed in fp32, exactly as without autocast
+    feats = [torch.randn(1, 32, 4, 6).bfloat16(), torch.randn(1, 32, 2, 3).bfloat16()]
+    text = torch.randn(1, 5, 32)
+    with torch.inference_mode():
+        want = model.head.grounding_logits([f.float() for f in feats], *model.head.text_queries(text)[1:])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model.head.grounding_logits(feats, *model.head.text_queries(text)[1:])
+            model.head.fast = False
+            rounded = model.head.grounding_logits(feats, *model.head.text_queries(text)[1:])
+    assert torch.equal(got, want)
+    assert not torch.equal(rounded.float(), want)  # autocast alone rounds the GEMM to bf16

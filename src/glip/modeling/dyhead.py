@@ -18,6 +18,7 @@ prefix is sliced here explicitly. ``"own"`` instead predicts the offsets from ``
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from functools import lru_cache, partial
 
 import torch
@@ -226,12 +227,27 @@ class DyConv(nn.Module):
                     off_c, mask_c = self._offsets(coarse)
                 up = up_conv(coarse, off_c, mask_c)
                 branches.append(_upsample(up, feature.shape[-2:], self.fast))
+            outputs.append(self._combine(branches))
+        return outputs
+
+    def _combine(self, branches: list[Tensor]) -> Tensor:
+        """Scale-attention-weighted mean of a level's 1-3 branches ``(B, C, H, W)``, then the activation.
+
+        On the fast path with reduced-precision branches this arithmetic runs in fp32 and is rounded
+        once at the end (DyReLU's ``x * a + b`` terms cancel: rounding every step cost a third of the
+        bf16 logit error of the embedded model, see docs/speed.md); compiled, it fuses into one kernel.
+        """
+        dtype = branches[0].dtype
+        reduced = self.fast and dtype != torch.float32
+        with torch.autocast(branches[0].device.type, enabled=False) if reduced else nullcontext():
+            if reduced:
+                branches = [b.float() for b in branches]
             stacked = torch.stack(branches)
             if self.scale_attn is not None:
                 attn = torch.stack([h_sigmoid(F.relu(self.scale_attn(F.adaptive_avg_pool2d(f, 1)))) for f in branches])
                 stacked = stacked * attn
-            outputs.append(stacked.mean(dim=0))
-        return [self.act(x) for x in outputs]
+            out = self.act(stacked.mean(dim=0))
+        return out.to(dtype) if reduced else out
 
 
 class VLTowerBlock(nn.Module):

@@ -215,6 +215,7 @@ class GLIPModel(nn.Module):
         self._fused_text_for_logits = tw.fused_text_for_logits
         self._mask_text_to_image = tw.mask_text_to_image
         self._anchor_cache: dict[tuple, Tensor] = {}
+        self._fp32_text = False  # set by enable_fast_path
 
     # ------------------------------------------------------------------ pieces
     def encode_image(self, pixel_values: Tensor) -> list[Tensor]:
@@ -222,7 +223,15 @@ class GLIPModel(nn.Module):
         return self.backbone(pixel_values)
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
-        """Text encoder: ``(batch, tokens)`` ids and mask → :class:`TextFeatures`."""
+        """Text encoder: ``(batch, tokens)`` ids and mask → :class:`TextFeatures`.
+
+        On the fast path the encoder runs in fp32 even under autocast: its output is cached per prompt
+        (:class:`~glip.predictor.GLIPPredictor`), so the precision costs nothing per image.
+        """
+        kind = input_ids.device.type
+        if self._fp32_text and torch.is_autocast_enabled(kind):
+            with torch.autocast(kind, enabled=False):
+                return TextFeatures(self.text_encoder(input_ids, attention_mask), attention_mask)
         return TextFeatures(self.text_encoder(input_ids, attention_mask), attention_mask)
 
     def anchors(self, level_sizes: list[tuple[int, int]], device: torch.device) -> Tensor:
@@ -324,14 +333,18 @@ class GLIPModel(nn.Module):
         The exact path reproduces the official arithmetic step by step. The fast path runs the fusion
         blocks and tower BERT layers through ``scaled_dot_product_attention`` without the overflow
         clamps of the attention scores (logit differences ~1e-6 in fp32, see ``tests/modeling``),
-        keeps small CNN image bodies (EfficientNet-Lite0, MobileNetV2) in fp32 under autocast, and,
-        under bf16/fp16 autocast, keeps the DyHead in the reduced dtype: the fused Triton DCNv2
-        (:mod:`glip.modeling.dcn_triton`, CUDA), GroupNorm and the bilinear upsampling without fp32
-        round trips. Accuracy of the whole path is measured in ``docs/speed.md``.
+        keeps small CNN image bodies (EfficientNet-Lite0, MobileNetV2), the text encoder (cached per
+        prompt), the DyHead's level fusion + DyReLU arithmetic and the grounding logits in fp32 under
+        autocast, and, under bf16/fp16 autocast, keeps the rest of the DyHead in the reduced dtype: the
+        fused Triton DCNv2 (:mod:`glip.modeling.dcn_triton`, CUDA), GroupNorm and the bilinear
+        upsampling without fp32 round trips. Accuracy of the whole path is measured in ``docs/speed.md``.
         """
         for module in self.modules():
-            if isinstance(module, (BiMultiHeadAttention, ClampedBertLayer, DyConv, ConvGN, ModulatedDeformConv3x3)):
+            if isinstance(
+                module, (BiMultiHeadAttention, ClampedBertLayer, DyConv, ConvGN, ModulatedDeformConv3x3, GLIPHead)
+            ):
                 module.fast = enabled
+        self._fp32_text = enabled
         if isinstance(self.backbone, VisionBackbone):
             self.backbone.fp32_body = enabled and self.config.vision.backbone != "swin"
         return self

@@ -69,6 +69,13 @@ class GLIPHead(nn.Module):
         self.bias0 = nn.Parameter(torch.tensor([-math.log((1.0 - prior_prob) / prior_prob)]))
         self.text_input_scale = text_input_scale
         self.clamp_value = clamp_value
+        # Set by GLIPModel.enable_fast_path: under autocast the text queries and the logits are formed in
+        # fp32 (a bf16 logit near bias0 ~ -4.6 is only resolved to 0.03; the GEMM is a small share of the work)
+        self.fast = False
+
+    def _fp32(self, x: Tensor) -> bool:
+        """Fast path under autocast (or with reduced-precision input): form this step in fp32."""
+        return self.fast and (x.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type))
 
     def box_outputs(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Box deltas and centerness logits of every location.
@@ -93,6 +100,9 @@ class GLIPHead(nn.Module):
             ``normalised (batch, tokens, text_dim)``, ``projected (batch, tokens, channels)`` and
             ``bias (batch, tokens)``.
         """
+        if self._fp32(text):
+            with torch.autocast(text.device.type, enabled=False):
+                return self.text_queries(text.float())
         emb = F.normalize(text, p=2, dim=-1)
         proj = self.text_proj(emb * self.text_input_scale)
         bias = emb @ self.bias_lang + self.bias0
@@ -108,6 +118,9 @@ class GLIPHead(nn.Module):
         Returns:
             ``(batch, N, tokens)`` logits.
         """
+        if self._fp32(features[0]):
+            with torch.autocast(features[0].device.type, enabled=False):
+                return self.grounding_logits([f.float() for f in features], proj.float(), bias.float())
         queries, _ = flatten_levels(features)
         logits = (queries @ proj.transpose(-1, -2)) / self.log_scale.exp() + bias[:, None, :]
         if self.clamp_value is not None:
