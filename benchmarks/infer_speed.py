@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from glip.config import GLIPConfig
 from glip.cuda_graphs import GraphedFunction
 from glip.modeling.glip import GLIPModel, TextFeatures
+from glip.pipelining import OverlappedPostprocess
 from glip.predictor import _stack_texts
 from glip.processing import GLIPProcessor
 from glip.text import chunk_vocabulary, detection_prompt
@@ -83,6 +84,7 @@ class GlipRunner:
         self.processor = GLIPProcessor.from_config(self.model.config)
         self.device = device
         self.dtype = "fp32"
+        self.graphed = False
         self.image, self.heads = self._image, self._heads
 
     def inputs(self, prompt):
@@ -99,6 +101,7 @@ class GlipRunner:
     def configure(self, dtype: str, compile: bool = False, graphs: bool = False) -> None:
         """Exact fp32 path, or the fast path in ``dtype``; optionally compiled and/or CUDA-graphed."""
         self.dtype = dtype
+        self.graphed = graphs
         self.model.enable_fast_path(dtype != "fp32")
         # as GLIPPredictor: reduced precision also lets the remaining fp32 GEMMs use TF32
         torch.backends.cuda.matmul.allow_tf32 = dtype != "fp32"
@@ -114,7 +117,8 @@ class GlipRunner:
     def run(
         self, pixels: torch.Tensor, texts: list, text_cached: bool = True, group: int = 8, postprocess: bool = True
     ) -> None:
-        """Backbone once; tower + head once per group of prompt chunks; post-processing with GPU NMS.
+        """Backbone once; tower + head once per group of prompt chunks; post-processing with GPU NMS,
+        one call per group, overlapped with the next group's GPU work (as the predictor does).
 
         ``texts``: ``(ids, mask, entity_map, cached TextFeatures)`` per chunk; ``text_cached=False``
         runs the text encoder on every call instead of using the cache; ``postprocess=False`` stops
@@ -124,6 +128,7 @@ class GlipRunner:
         feats = list(self.image(pixels))
         level_sizes = [(f.shape[-2], f.shape[-1]) for f in feats]
         anchors = self.model.anchors(level_sizes, pixels.device)
+        pipe = OverlappedPostprocess(pixels.device, copy_outputs=self.graphed)
         for start in range(0, len(texts), group):
             part = texts[start : start + group]
             with autocast(self.dtype):
@@ -131,14 +136,19 @@ class GlipRunner:
             text = _stack_texts(encoded, b)
             g = len(part)
             inputs = [f.repeat(g, 1, 1, 1) for f in feats] if g > 1 else feats
-            logits, boxes, ctr = (t.float() for t in self.heads(*inputs, text.hidden, text.mask))
+            out = self.heads(*inputs, text.hidden, text.mask)
             if not postprocess:
                 continue
-            for j, (_, _, emap, _) in enumerate(part):
-                rows = slice(j * b, (j + 1) * b)
+            maps = [emap for _, _, emap, _ in part for _ in range(b)]  # chunk-major rows, as the predictor
+
+            def job(out, maps=maps, rows=g * b) -> None:
+                logits, boxes, ctr = (t.float() for t in out)
                 self.processor.postprocessor(
-                    logits[rows], boxes[rows], ctr[rows], anchors, level_sizes, [emap] * b, [(h, w)] * b, [(h, w)] * b
+                    logits, boxes, ctr, anchors, level_sizes, maps, [(h, w)] * rows, [(h, w)] * rows
                 )  # fmt: skip
+
+            pipe.submit(out, job)  # post-processed on a side stream while the next group runs
+        pipe.flush()
 
     @torch.inference_mode()
     def prepared(self, prompts: list, dtype: str) -> list:

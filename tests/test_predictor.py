@@ -86,3 +86,14 @@ def test_cuda_graphs_need_a_gpu(tiny_model_dir):
         GLIPPredictor.from_pretrained(tiny_model_dir, device="cpu", dtype="bf16", cuda_graphs=True)
     with pytest.raises(GLIPError, match="need the fast path"):
         GLIPPredictor.from_pretrained(tiny_model_dir, device="cpu", cuda_graphs=True)
+
+
+def test_long_vocabulary_with_several_images_and_chunk_groups(tiny_model_dir, sample_image):
+    names = _names(100)
+    pred = GLIPPredictor.from_pretrained(tiny_model_dir, device="cpu", max_detections=10_000, chunk_batch_size=2)
+    assert len(pred.prompts_for(classes=names)) > 2
+    one = pred.predict([sample_image, sample_image], classes=names, batch_size=1)
+    two = pred.predict([sample_image, sample_image], classes=names, batch_size=2)
+    for a, b in zip(one, two, strict=True):
+        assert len(a) == len(b) > 0 and a.labels.tolist() == b.labels.tolist()
+        assert torch.allclose(a.scores, b.scores, atol=1e-5)

@@ -24,6 +24,7 @@ from glip.cuda_graphs import GraphedFunction
 from glip.errors import GLIPError, PromptError
 from glip.modeling.dyhead import ModulatedDeformConv3x3
 from glip.modeling.glip import GLIPModel, TextFeatures
+from glip.pipelining import OverlappedPostprocess
 from glip.processing import GLIPProcessor, load_image
 from glip.structures import Detections, EntityMap
 from glip.text import Prompt, caption_prompt, chunk_vocabulary, detection_prompt, load_tokenizer
@@ -234,7 +235,8 @@ class GLIPPredictor:
 
         The images go through the backbone once; the chunks' text features come from a cache (one
         text-encoder pass per distinct prompt); the tower and head run once per group of
-        ``chunk_batch_size`` chunks, with every image of the batch.
+        ``chunk_batch_size`` chunks, with every image of the batch; a group is post-processed in one
+        call, on a side CUDA stream while the next group computes (:mod:`glip.pipelining`).
         """
         inputs = self.processor(images, chunks[0]).to(self.device)
         b = len(images)
@@ -242,6 +244,7 @@ class GLIPPredictor:
         level_sizes = [(f.shape[-2], f.shape[-1]) for f in features]
         anchors = self.model.anchors(level_sizes, self.device)
         per_image: list[list[Detections]] = [[] for _ in images]
+        pipe = OverlappedPostprocess(self.device, copy_outputs=self._graph_heads is not None)
         for start in range(0, len(chunks), self.chunk_batch_size):
             group = chunks[start : start + self.chunk_batch_size]
             encoded = [self._text(c) for c in group]
@@ -249,15 +252,19 @@ class GLIPPredictor:
             text = _stack_texts([t for t, _ in encoded], b)
             feats = [f.repeat(g, 1, 1, 1) for f in features] if g > 1 else features
             pixel_mask = inputs.pixel_mask.repeat(g, 1, 1)
-            logits, boxes, ctr = (t.float() for t in self._heads(feats, text, pixel_mask))
-            for j, (_, emap) in enumerate(encoded):
-                rows = slice(j * b, (j + 1) * b)
+            maps = [emap for _, emap in encoded for _ in range(b)]  # chunk-major rows
+
+            def job(out: Sequence[Tensor], maps: list[EntityMap] = maps, g: int = g) -> None:
+                logits, boxes, ctr = (t.float() for t in out)
                 dets = self.processor.postprocessor(
-                    logits[rows], boxes[rows], ctr[rows], anchors, level_sizes, [emap] * b,
-                    inputs.image_sizes, inputs.original_sizes,
+                    logits, boxes, ctr, anchors, level_sizes, maps, inputs.image_sizes * g, inputs.original_sizes * g
                 )  # fmt: skip
-                for k, det in enumerate(dets):
-                    per_image[k].append(det)
+                for row, det in enumerate(dets):
+                    per_image[row % b].append(det)
+
+            # this group's post-processing runs while the GPU computes the next group
+            pipe.submit(self._heads(feats, text, pixel_mask), job)
+        pipe.flush()
         return [merge_detections(parts, self.max_detections) for parts in per_image]
 
     def _image_features(self, pixel_values: Tensor) -> list[Tensor]:

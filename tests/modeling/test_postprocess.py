@@ -128,3 +128,27 @@ def test_batched_path_equals_image_by_image():
         assert torch.allclose(one.scores, batched[i].scores, atol=1e-6, rtol=0)
         assert torch.allclose(one.boxes_xyxy, batched[i].boxes_xyxy, atol=1e-4, rtol=0)
         assert torch.equal(one.labels, batched[i].labels) and one.label_names == batched[i].label_names
+
+
+def test_rows_with_different_prompt_chunks_equal_row_by_row():
+    torch.manual_seed(1)
+    level_sizes, strides = [(12, 16), (6, 8), (3, 4)], (8, 16, 32)
+    anchors = grid_anchors(level_sizes, strides, 8, True, torch.device("cpu"))
+    n = anchors.shape[0]
+    chunk_a = EntityMap([[1], [3, 4], [6]], [0, 1, 2], ["a", "b c", "d"])
+    chunk_b = EntityMap([[1, 2], [4], [6], [8], [10, 11]], [3, 4, 5, 6, 7], ["e f", "g", "h", "i", "j k"])
+    maps = [chunk_a, chunk_a, chunk_b, chunk_b]  # chunk-major rows: 2 chunks x 2 images
+    b = len(maps)
+    logits = torch.randn(b, n, 12) * 2 - 1
+    reg = torch.randn(b, n, 4) * 0.5
+    ctr = torch.randn(b, n)
+    sizes, originals = [(96, 128), (80, 120)] * 2, [(480, 640), (200, 300)] * 2
+    post = ATSSPostProcessor(BoxCoder(), pre_nms_top_n=50, detections_per_image=30)
+    together = post(logits, reg, ctr, anchors, level_sizes, maps, sizes, originals)
+    for i in range(b):
+        one = post.single(logits[i], reg[i], ctr[i], anchors, level_sizes, maps[i], sizes[i], originals[i])
+        assert len(one) == len(together[i]) > 0
+        assert torch.allclose(one.scores, together[i].scores, atol=1e-6, rtol=0)
+        assert torch.allclose(one.boxes_xyxy, together[i].boxes_xyxy, atol=1e-4, rtol=0)
+        assert torch.equal(one.labels, together[i].labels) and one.label_names == together[i].label_names
+    assert set(together[0].labels.tolist()) <= {0, 1, 2} and set(together[2].labels.tolist()) <= set(range(3, 8))

@@ -120,13 +120,9 @@ class ATSSPostProcessor:
             image_sizes: per image, ``(height, width)`` of the resized image before padding.
             original_sizes: per image, ``(height, width)`` of the original image.
         """
-        if all(m.token_ids == entity_maps[0].token_ids for m in entity_maps[1:]):
-            return self.batched(
-                logits, box_regression, centerness, anchors_xyxy, level_sizes, entity_maps, image_sizes, original_sizes
-            )  # fmt: skip
-        shared = (anchors_xyxy, level_sizes)
-        per_image = zip(logits, box_regression, centerness, entity_maps, image_sizes, original_sizes, strict=True)
-        return [self.single(lg, br, ct, *shared, em, size, orig) for lg, br, ct, em, size, orig in per_image]
+        return self.batched(
+            logits, box_regression, centerness, anchors_xyxy, level_sizes, entity_maps, image_sizes, original_sizes
+        )  # fmt: skip
 
     def batched(
         self,
@@ -139,14 +135,16 @@ class ATSSPostProcessor:
         image_sizes: list[tuple[int, int]],
         original_sizes: list[tuple[int, int]],
     ) -> list[Detections]:
-        """Detections of a batch whose images share one prompt, with few host synchronisations.
+        """Detections of a batch of rows (images, or images x prompt chunks) with few host synchronisations.
 
-        Candidates are chosen for all images and levels at once (non-candidates masked to -1, a
-        fixed-size top-k per level, then one ``nonzero``); NMS and the final cut run per image.
-        Arguments as for :meth:`__call__`.
+        Candidates are chosen for all rows and levels at once (non-candidates masked to -1, a
+        fixed-size top-k per level, then one ``nonzero``); NMS and the final cut run per row. Rows
+        may have different entity maps (the chunks of a long vocabulary): entity scores are then
+        formed per distinct map and padded to the widest. Arguments as for :meth:`__call__`.
         """
-        b, e = logits.shape[0], len(entity_maps[0].token_ids)
-        scores = entity_scores(logits.sigmoid(), entity_maps[0].token_ids, self.score_aggregation)  # (B, N, E)
+        b = logits.shape[0]
+        scores = self._row_scores(logits.sigmoid(), entity_maps)  # (B, N, E); padded entities -1
+        e = scores.shape[-1]
         ctr = centerness.sigmoid()
         vals_l, loc_l, ent_l = [], [], []
         start = 0
@@ -174,6 +172,24 @@ class ATSSPostProcessor:
             cands = (boxes[i, cols], vals[i, cols].sqrt(), ents[i, cols])
             out.append(self._finish(*cands, entity_maps[i], image_sizes[i], original_sizes[i]))
         return out
+
+    def _row_scores(self, probs: Tensor, entity_maps: list[EntityMap]) -> Tensor:
+        """``(B, N, T)`` token probabilities → ``(B, N, E_max)`` entity scores of each row's own map.
+
+        Entities beyond a row's own count score -1 (never candidates).
+        """
+        groups: dict[tuple, list[int]] = {}
+        for row, m in enumerate(entity_maps):
+            groups.setdefault(tuple(map(tuple, m.token_ids)), []).append(row)
+        if len(groups) == 1:
+            return entity_scores(probs, entity_maps[0].token_ids, self.score_aggregation)
+        width = max(len(m.token_ids) for m in entity_maps)
+        scores = probs.new_full((*probs.shape[:-1], width), -1.0)
+        for token_ids, rows in groups.items():
+            index = torch.as_tensor(rows, device=probs.device)
+            part = entity_scores(probs.index_select(0, index), [list(t) for t in token_ids], self.score_aggregation)
+            scores[index, :, : part.shape[-1]] = part
+        return scores
 
     def single(
         self,
