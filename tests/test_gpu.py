@@ -96,18 +96,25 @@ def test_predictor_cuda_graphs_match_eager(tiny_model_dir, sample_image, dtype):
 
 def test_long_vocabulary_with_overlapped_postprocessing_matches_cpu(tiny_model_dir, sample_image):
     """Several chunk groups: each group is post-processed on a side stream while the next one runs."""
+    from collections import Counter
+
     names = [f"thing{i} with a long descriptive name" for i in range(100)]
     kwargs = {"max_detections": 10_000, "chunk_batch_size": 2}
+
+    def run(pred: GLIPPredictor) -> list:
+        return pred.predict([sample_image] * 2, classes=names, batch_size=2)
+
+    def same(a: list, b: list, atol: float) -> None:
+        for x, y in zip(a, b, strict=True):  # near-tied scores of a random model may swap places
+            assert len(x) == len(y) > 0 and Counter(x.labels.tolist()) == Counter(y.labels.tolist())
+            assert torch.allclose(x.scores.cpu().sort().values, y.scores.cpu().sort().values, atol=atol)
+
     cpu = GLIPPredictor.from_pretrained(tiny_model_dir, device="cpu", **kwargs)
     assert len(cpu.prompts_for(classes=names)) > 2  # more than one group of two chunks
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    want = cpu.predict([sample_image] * 2, classes=names, batch_size=2)
-    for graphs, dtype in ((False, "fp32"), (True, "fp16")):
-        gpu = GLIPPredictor.from_pretrained(tiny_model_dir, device="cuda", dtype=dtype, cuda_graphs=graphs, **kwargs)
-        for _ in range(2):  # with graphs, the second call replays them (outputs are copied before reuse)
-            got = gpu.predict([sample_image] * 2, classes=names, batch_size=2)
-            for a, b in zip(want, got, strict=True):
-                assert len(a) == len(b) > 0
-                assert a.labels.tolist()[:20] == b.labels.tolist()[:20]
-                assert torch.allclose(a.scores, b.scores.cpu(), atol=1e-3 if graphs else 1e-5)
+    same(run(cpu), run(GLIPPredictor.from_pretrained(tiny_model_dir, device="cuda", **kwargs)), 1e-4)
+    eager = run(GLIPPredictor.from_pretrained(tiny_model_dir, device="cuda", dtype="fp16", **kwargs))
+    graphed = GLIPPredictor.from_pretrained(tiny_model_dir, device="cuda", dtype="fp16", cuda_graphs=True, **kwargs)
+    for _ in range(2):  # the second call replays the graphs: outputs are copied before the next group overwrites them
+        same(eager, run(graphed), 1e-5)
