@@ -111,3 +111,13 @@ def test_fast_path_forms_text_level_fusion_and_logits_in_fp32_under_autocast():
             rounded = model.head.grounding_logits(feats, *model.head.text_queries(text)[1:])
     assert torch.equal(got, want)
     assert not torch.equal(rounded.float(), want)  # autocast alone rounds the GEMM to bf16
+
+
+def test_fast_path_on_a_model_cast_to_bf16_as_a_whole():
+    """Without autocast nothing is moved to fp32 (the weights are bf16 too)."""
+    torch.manual_seed(0)
+    model = GLIPModel(GLIPConfig.small(pretrained=False)).eval().enable_fast_path().to(torch.bfloat16)
+    ids = torch.randint(1000, 2000, (1, 6))
+    with torch.inference_mode():
+        out = model(torch.randn(1, 3, 64, 64, dtype=torch.bfloat16), ids, torch.ones_like(ids))
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits).all()

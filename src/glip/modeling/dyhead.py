@@ -237,9 +237,9 @@ class DyConv(nn.Module):
         once at the end (DyReLU's ``x * a + b`` terms cancel: rounding every step cost a third of the
         bf16 logit error of the embedded model, see docs/speed.md); compiled, it fuses into one kernel.
         """
-        dtype = branches[0].dtype
-        reduced = self.fast and dtype != torch.float32
-        with torch.autocast(branches[0].device.type, enabled=False) if reduced else nullcontext():
+        dtype, kind = branches[0].dtype, branches[0].device.type
+        reduced = self.fast and dtype != torch.float32 and torch.is_autocast_enabled(kind)
+        with torch.autocast(kind, enabled=False) if reduced else nullcontext():
             if reduced:
                 branches = [b.float() for b in branches]
             stacked = torch.stack(branches)

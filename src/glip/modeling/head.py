@@ -74,8 +74,8 @@ class GLIPHead(nn.Module):
         self.fast = False
 
     def _fp32(self, x: Tensor) -> bool:
-        """Fast path under autocast (or with reduced-precision input): form this step in fp32."""
-        return self.fast and (x.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type))
+        """Fast path under autocast: form this step in fp32 (a model cast to half as a whole stays as it is)."""
+        return self.fast and torch.is_autocast_enabled(x.device.type)
 
     def box_outputs(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Box deltas and centerness logits of every location.
