@@ -26,6 +26,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -141,7 +142,7 @@ class GlipRunner:
                 continue
             maps = [emap for _, _, emap, _ in part for _ in range(b)]  # chunk-major rows, as the predictor
 
-            def job(out, maps=maps, rows=g * b) -> None:
+            def job(out: Sequence[torch.Tensor], maps: list = maps, rows: int = g * b) -> None:
                 logits, boxes, ctr = (t.float() for t in out)
                 self.processor.postprocessor(
                     logits, boxes, ctr, anchors, level_sizes, maps, [(h, w)] * rows, [(h, w)] * rows

@@ -60,7 +60,7 @@ class OverlappedPostprocess:
             torch.cuda.current_stream().wait_stream(self.stream)
 
     def _run(self, outputs: Sequence[Tensor], job: Job, event: torch.cuda.Event | None) -> None:
-        if self.stream is None or event is None:
+        if event is None:  # no side stream (CPU)
             job(outputs)
             return
         with torch.cuda.stream(self.stream):

@@ -111,36 +111,19 @@ class ATSSPostProcessor:
         image_sizes: list[tuple[int, int]],
         original_sizes: list[tuple[int, int]],
     ) -> list[Detections]:
-        """Detections per image.
+        """Detections per row, with few host synchronisations.
 
         Args:
             logits: ``(B, N, T)``; box_regression: ``(B, N, 4)``; centerness: ``(B, N)``.
             anchors_xyxy: ``(N, 4)``; level_sizes: ``(H_l, W_l)`` per level.
-            entity_maps: per image, which tokens make each entity.
+            entity_maps: per row, which tokens make each entity.
             image_sizes: per image, ``(height, width)`` of the resized image before padding.
             original_sizes: per image, ``(height, width)`` of the original image.
-        """
-        return self.batched(
-            logits, box_regression, centerness, anchors_xyxy, level_sizes, entity_maps, image_sizes, original_sizes
-        )  # fmt: skip
-
-    def batched(
-        self,
-        logits: Tensor,
-        box_regression: Tensor,
-        centerness: Tensor,
-        anchors_xyxy: Tensor,
-        level_sizes: list[tuple[int, int]],
-        entity_maps: list[EntityMap],
-        image_sizes: list[tuple[int, int]],
-        original_sizes: list[tuple[int, int]],
-    ) -> list[Detections]:
-        """Detections of a batch of rows (images, or images x prompt chunks) with few host synchronisations.
 
         Candidates are chosen for all rows and levels at once (non-candidates masked to -1, a
         fixed-size top-k per level, then one ``nonzero``); NMS and the final cut run per row. Rows
-        may have different entity maps (the chunks of a long vocabulary): entity scores are then
-        formed per distinct map and padded to the widest. Arguments as for :meth:`__call__`.
+        may be images or images x prompt chunks with different entity maps (the chunks of a long
+        vocabulary): entity scores are then formed per distinct map and padded to the widest.
         """
         b = logits.shape[0]
         scores = self._row_scores(logits.sigmoid(), entity_maps)  # (B, N, E); padded entities -1
@@ -173,6 +156,8 @@ class ATSSPostProcessor:
             out.append(self._finish(*cands, entity_maps[i], image_sizes[i], original_sizes[i]))
         return out
 
+    batched = __call__  # the batch path is the only path (a single image is a batch of one)
+
     def _row_scores(self, probs: Tensor, entity_maps: list[EntityMap]) -> Tensor:
         """``(B, N, T)`` token probabilities → ``(B, N, E_max)`` entity scores of each row's own map.
 
@@ -203,7 +188,7 @@ class ATSSPostProcessor:
         original_size: tuple[int, int],
     ) -> Detections:
         """One image: ``logits (N, T)``, ``box_regression (N, 4)``, ``centerness (N,)``."""
-        return self.batched(
+        return self(
             logits[None], box_regression[None], centerness[None], anchors_xyxy, level_sizes, [entity_map],
             [image_size], [original_size],
         )[0]  # fmt: skip
