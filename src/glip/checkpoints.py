@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from torch import Tensor
 
 from glip.config import GLIPConfig, SwinConfig, TextConfig, TowerConfig, VisionConfig
 from glip.errors import CheckpointError, ConfigError
+from glip.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -305,18 +304,6 @@ def load_official(path: str | Path, config: GLIPConfig | None = None) -> tuple[o
     return model, report
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # Parts that a model folder may leave out because installed packages provide them: the model is then
 # built with its pretrained parts loaded (text.weights / vision.pretrained) and the file fills the rest.
 EXCLUDABLE = {
@@ -371,10 +358,10 @@ def save_model(
         if not k.startswith(tuple(prefixes))
     }
     meta = {"format": "pt", "preset": config.preset}
-    _atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=meta))
-    _atomic_write(out / CONFIG_NAME, lambda tmp: config.to_json(tmp))
+    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=meta))
+    atomic_write(out / CONFIG_NAME, lambda tmp: config.to_json(tmp))
     manifest = {"excluded_prefixes": prefixes, "dtype": str(dtype).removeprefix("torch.") if dtype else "float32"}
-    _atomic_write(out / MANIFEST_NAME, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"))
+    atomic_write(out / MANIFEST_NAME, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"))
     tok = tokenizer if tokenizer is not None else load_tokenizer(config.text.tokenizer)
     tok.save_pretrained(str(out))  # type: ignore[attr-defined]
     return out

@@ -31,3 +31,7 @@ class CheckpointError(GLIPError, RuntimeError):
 
 class DataError(GLIPError, ValueError):
     """An annotation file or dataset record is malformed."""
+
+
+class OutputError(GLIPError, OSError):
+    """An output file or folder cannot be written (full or read-only disk, no permission, unsafe target)."""

@@ -11,15 +11,14 @@ Files are read back with ``torch.load(weights_only=True)``: only tensors and pla
 from __future__ import annotations
 
 import logging
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from glip.errors import CheckpointError
+from glip.fileio import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -44,31 +43,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _fsync_write(tmp: str, write) -> None:
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-
-
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        _fsync_write(tmp, lambda p: torch.save(obj, p))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
@@ -76,7 +53,7 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int = 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"ckpt_{step:08d}.pt"
     atomic_save({**state, "step": step, "rng": rng_state()}, path)
-    _atomic_text(folder / POINTER, path.name + "\n")
+    atomic_write_text(folder / POINTER, path.name + "\n")
     for old in sorted(folder.glob("ckpt_*.pt"))[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     logger.info("checkpoint %s", path)
