@@ -99,11 +99,91 @@ def test_bad_inputs_end_with_one_line_error(args, message, tiny_model_dir, sampl
 def test_unreadable_image_is_an_error(tiny_model_dir, tmp_path, capsys):
     bad = tmp_path / "bad.jpg"
     bad.write_text("garbage")
-    code = main(
-        ["predict", str(bad), "--classes", "cat", "--model", str(tiny_model_dir), "--out-dir", str(tmp_path), "-q"]
-    )
+    out = str(tmp_path / "o")
+    code = main(["predict", str(bad), "--classes", "cat", "--model", str(tiny_model_dir), "--out-dir", out, "-q"])
     assert code == 1
-    assert "cannot read image" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot read image" in err and "0 done, 1 skipped" in err and "Traceback" not in err
+
+
+def test_bad_image_in_a_folder_is_skipped_not_fatal(tiny_model_dir, sample_image, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(sample_image.read_bytes())
+    (folder / "b.jpg").write_bytes(sample_image.read_bytes()[:500])  # truncated
+    (folder / "c.png").write_bytes(b"not a png")
+    (folder / "d.jpg").write_bytes(sample_image.read_bytes())
+    out = tmp_path / "o"
+    code = main(["predict", str(folder), "--classes", "raccoon", "--model", str(tiny_model_dir), "--out-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1  # the exit status says that something was skipped
+    assert "2 done, 2 skipped" in err and "b.jpg" in err and "c.png" in err
+    assert (out / "a.json").exists() and (out / "d.json").exists() and (out / "d.jpg").exists()
+    assert not (out / "b.json").exists() and not (out / "c.json").exists()
+    assert not list(out.glob(".*.tmp")), "no temporary file is left behind"
+
+
+def test_out_dir_holding_the_inputs_is_refused_and_nothing_is_touched(tiny_model_dir, sample_image, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = folder / "raccoon.jpg"
+    photo.write_bytes(sample_image.read_bytes())
+    before = photo.read_bytes()
+    for out in (folder, tmp_path / "photos" / "."):
+        code = main(
+            ["predict", str(folder), "--classes", "raccoon", "--model", str(tiny_model_dir), "--out-dir", str(out)]
+        )
+        assert code == 1
+        assert "holds the input image" in capsys.readouterr().err
+    assert photo.read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["raccoon.jpg"]
+
+
+def test_existing_files_not_written_by_glip_are_never_overwritten(tiny_model_dir, sample_image, tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    mine = out / "raccoon-72.jpg"
+    mine.write_bytes(b"my own picture")
+    args = ["predict", str(sample_image), "--classes", "raccoon", "--model", str(tiny_model_dir), "--out-dir", str(out)]
+    assert main(args) == 1
+    assert "was not written by glip" in capsys.readouterr().err
+    assert mine.read_bytes() == b"my own picture"
+    # results of an earlier glip run are replaced
+    mine.unlink()
+    assert main([*args, "-q"]) == 0 and main([*args, "-q"]) == 0
+    assert json.loads((out / "raccoon-72.json").read_text())["kind"] == "glip.detections"
+
+
+@pytest.mark.parametrize("device", ["", "CPU ", "cuda:-1", "xla", "0", "cpu,cuda", "cuda:99", "auto:1"])
+def test_device_names(device, tiny_model_dir, sample_image, tmp_path, capsys):
+    code = main(
+        ["predict", str(sample_image), "--classes", "raccoon", "--model", str(tiny_model_dir), "--device", device,
+         "--out-dir", str(tmp_path / "o"), "-q"]
+    )
+    err = capsys.readouterr().err
+    if device.strip().lower() == "cpu":
+        assert code == 0
+    else:
+        assert code == 1 and err.startswith("error: device") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("value", ["-0.1", "nan", "1.5", "abc"])
+def test_threshold_must_be_a_probability(value, sample_image, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", str(sample_image), "--classes", "raccoon", "--threshold", value])
+    assert exc.value.code == 2
+    assert "--threshold" in capsys.readouterr().err
+
+
+def test_version_and_help_do_not_import_torch():
+    code = (
+        "import sys, glip.cli\n"
+        "try:\n    glip.cli.main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "try:\n    glip.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.startswith("glip ")
+    assert proc.stdout.strip().endswith("False False")
 
 
 def test_console_script_runs_as_a_process(tiny_model_dir, sample_image, tmp_path):

@@ -1,17 +1,54 @@
 """glip: GLIP and GLIPv2 grounded language-image models in pure PyTorch.
 
-Public API re-exports only; see the README for usage.
+Public API re-exports only; see the README for usage. The names are imported lazily (on first
+use), so ``import glip`` and ``glip --help`` do not load torch or transformers.
 """
 
-from glip.config import GLIPConfig
-from glip.errors import CheckpointError, ConfigError, DataError, GLIPError, ImageError, PromptError
-from glip.modeling.glip import GLIPModel, GLIPOutput
-from glip.predictor import GLIPPredictor
-from glip.processing import GLIPInputs, GLIPProcessor, load_image
-from glip.structures import Detections, EntityMap
-from glip.text import Prompt, caption_prompt, detection_prompt
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from glip.errors import CheckpointError, ConfigError, DataError, GLIPError, ImageError, OutputError, PromptError
+from glip.version import __version__
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from glip.config import GLIPConfig
+    from glip.modeling.glip import GLIPModel, GLIPOutput
+    from glip.predictor import GLIPPredictor
+    from glip.processing import GLIPInputs, GLIPProcessor, load_image
+    from glip.structures import Detections, EntityMap
+    from glip.text import Prompt, caption_prompt, detection_prompt
+
+# public name -> module that defines it
+_LAZY = {
+    "GLIPConfig": "glip.config",
+    "GLIPModel": "glip.modeling.glip",
+    "GLIPOutput": "glip.modeling.glip",
+    "GLIPPredictor": "glip.predictor",
+    "GLIPInputs": "glip.processing",
+    "GLIPProcessor": "glip.processing",
+    "load_image": "glip.processing",
+    "Detections": "glip.structures",
+    "EntityMap": "glip.structures",
+    "Prompt": "glip.text",
+    "caption_prompt": "glip.text",
+    "detection_prompt": "glip.text",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'glip' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CheckpointError",
@@ -27,6 +64,7 @@ __all__ = [
     "GLIPPredictor",
     "GLIPProcessor",
     "ImageError",
+    "OutputError",
     "Prompt",
     "PromptError",
     "__version__",

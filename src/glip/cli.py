@@ -13,29 +13,47 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from glip import recipes
 from glip.errors import GLIPError
+from glip.version import __version__
 
 logger = logging.getLogger("glip")
 
 
+def parse_classes(text: str) -> list[str]:
+    """``"person, dog"`` → ``["person", "dog"]``.
+
+    Raises:
+        GLIPError: for an empty list or an empty name (``"dog,,cat"``).
+    """
+    names = [c.strip() for c in text.split(",")]
+    if not any(names):
+        raise GLIPError('--classes is empty: give comma-separated class names, e.g. --classes "person,dog"')
+    empty = [i for i, n in enumerate(names) if not n]
+    if empty:
+        raise GLIPError(f'--classes {text!r} has an empty name at position {empty[0] + 1}: e.g. --classes "person,dog"')
+    return names
+
+
+def _warn_skip(path: Path, reason: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: skipped: {one_line(reason)}", file=sys.stderr)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from glip.batch_predict import collect_images, predict_files
-    from glip.predictor import GLIPPredictor
+    from glip.batch_predict import check_outputs, collect_images, predict_files, unique_stems
+    from glip.images import printable_path
 
     if (args.classes is None) == (args.prompt is None):
         raise GLIPError('give exactly one of --classes "person,dog" or --prompt "a man walking a dog"')
-    classes = None
-    if args.classes is not None:
-        classes = [c.strip() for c in args.classes.split(",")]
-        if not any(classes):
-            raise GLIPError('--classes is empty: give comma-separated class names, e.g. --classes "person,dog"')
+    classes = parse_classes(args.classes) if args.classes is not None else None
     if args.prompt is not None and not args.prompt.strip():
         raise GLIPError("--prompt is empty: give a sentence naming what to find")
     paths = collect_images(args.images)
-    predictor = GLIPPredictor.from_pretrained(  # model None: the embedded model
-        args.model, device=args.device, dtype=args.dtype, compile=args.compile, cuda_graphs=args.cuda_graphs
-    )
-    written = predict_files(
+    check_outputs(paths, Path(args.out_dir), unique_stems(paths))  # before the model is loaded
+    predictor = _predictor(args)
+    result = predict_files(
         predictor,
         paths,
         args.out_dir,
@@ -43,14 +61,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         prompt=args.prompt,
         threshold=args.threshold,
         progress=not args.quiet,
+        on_skip=_warn_skip,
     )
-    for path in written:
+    for path in result.written:
         record = json.loads(path.read_text())
         dets = record["detections"]
-        print(f"{record['image']}: {len(dets)} detections -> {path.with_suffix('.jpg')}")
+        print(f"{record['image']}: {len(dets)} detections -> {printable_path(path.with_suffix('.jpg'))}")
         for d in dets:
             box = ", ".join(f"{c:.1f}" for c in d["box_xyxy"])
             print(f"  {d['label_name']:<24} {d['score']:.3f}  [{box}]")
+    if result.skipped:  # each one was reported by a warning as it was met
+        raise GLIPError(f"{result.summary()}: {len(result.skipped)} image(s) could not be read (see the warnings)")
     return 0
 
 
@@ -78,7 +99,7 @@ def _predictor(args: argparse.Namespace, **kwargs: object):
 def _overrides(args: argparse.Namespace) -> dict:
     from glip.evaluation.prompts import load_prompt_overrides
 
-    return load_prompt_overrides(args.prompt_overrides) if args.prompt_overrides else {}
+    return load_prompt_overrides(recipes.resolve(args.prompt_overrides, "prompts")) if args.prompt_overrides else {}
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -179,7 +200,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.output_dir:
         overrides.append(f"run.output_dir={args.output_dir}")
-    config = TrainConfig.from_yaml(args.config, overrides)
+    config = TrainConfig.from_yaml(recipes.resolve(args.config), overrides)
     metrics = train(config, resume=args.resume)
     if metrics:
         print(json.dumps({"final_validation": metrics}, indent=2))
@@ -194,7 +215,7 @@ def _cmd_odinw(args: argparse.Namespace) -> int:
 
     if args.model is None:
         raise GLIPError("no --model given: pass the model to evaluate or tune (a folder or an official .pth)")
-    recipe = TrainConfig.from_yaml(args.recipe, list(args.set or [])) if args.recipe else None
+    recipe = TrainConfig.from_yaml(recipes.resolve(args.recipe), list(args.set or [])) if args.recipe else None
     seeds = [int(s) for s in args.seeds.split(",")]
     datasets = [d.strip() for d in args.datasets.split(",")] if args.datasets else None
     result = run_transfer(
@@ -207,6 +228,28 @@ def _cmd_odinw(args: argparse.Namespace) -> int:
     print(result.markdown())
     print(f"report: {md} and {js}")
     return 0
+
+
+def probability(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def _add_speed_options(p: argparse.ArgumentParser) -> None:
@@ -234,8 +277,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 def _add_eval_options(p: argparse.ArgumentParser) -> None:
     _add_model_options(p)
     p.add_argument("--prompt-template", help='e.g. "a photo of a {}": text around every class name')
-    p.add_argument("--prompt-overrides", type=Path, help="YAML of per-dataset prompt overrides (see docs)")
-    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (official: 1)")
+    p.add_argument("--prompt-overrides", help="YAML of per-dataset prompt overrides, or a shipped name (shared_data)")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass (official: 1)")
     p.add_argument("--backend", default="faster", choices=["faster", "pycocotools"], help="COCO evaluator")
 
 
@@ -243,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``glip`` command."""
     parser = argparse.ArgumentParser(prog="glip", description="Grounded language-image detection (GLIP / GLIPv2).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"glip {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="detect what a text names in images")
@@ -253,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         help="model folder or official GLIP .pth (default: the embedded small model, see docs/default_model.md)",
     )
-    p.add_argument("--threshold", type=float, default=0.3, help="minimum score to report (default 0.3)")
+    p.add_argument("--threshold", type=probability, default=0.3, help="minimum score to report, 0-1 (default 0.3)")
     p.add_argument("--out-dir", default="outputs", type=Path, help="where JSON and pictures go (default outputs/)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -284,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_cmd_eval_grounding)
 
     t = sub.add_parser("train", help="train or fine-tune from a YAML recipe (single process or torchrun)")
-    t.add_argument("config", type=Path, help="recipe, e.g. configs/finetune_shared_data.yaml")
+    t.add_argument(
+        "config", help="a recipe YAML file, or the name of a shipped recipe (finetune_shared_data, odinw_transfer)"
+    )
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of run.output_dir")
     t.add_argument("--output-dir", help="shortcut for --set run.output_dir=...")
@@ -294,13 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("root", type=Path, help="folder of COCO-format datasets (with train and test/valid/val splits)")
     o.add_argument("--mode", default="zero-shot", choices=["zero-shot", "full", "prompt", "linear_probe"])
     o.add_argument(
-        "--recipe", type=Path, help="base training recipe for the tuning modes (configs/odinw_transfer.yaml)"
+        "--recipe", help="base training recipe for the tuning modes (file or shipped name, e.g. odinw_transfer)"
     )
     o.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
-    o.add_argument("--shots", type=int, help="images per category (few-shot); default: all training images")
+    o.add_argument("--shots", type=positive_int, help="images per category (few-shot); default: all training images")
     o.add_argument("--seeds", default="3,30,300", help="comma-separated seeds, one tuning run each")
     o.add_argument("--datasets", help="comma-separated dataset names (default: all)")
-    o.add_argument("--prompt-overrides", type=Path, help="YAML of per-dataset prompt overrides")
+    o.add_argument("--prompt-overrides", help="YAML of per-dataset prompt overrides, or a shipped name (shared_data)")
     _add_model_options(o)
     o.set_defaults(func=_cmd_odinw)
 
@@ -314,21 +360,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``glip`` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+def one_line(message: object) -> str:
+    """A message on one line (newlines and runs of spaces collapsed), printable on any terminal."""
+    text = " ".join(str(message).split())
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _print_error(message: object) -> None:
+    line = f"error: {one_line(message)}\n"
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
     try:
+        sys.stderr.write(line.encode(encoding, "backslashreplace").decode(encoding))
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stderr closed: nothing more can be said
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``glip`` console script; returns the exit status.
+
+    0: success; 1: an error (one ``error:`` line on stderr, no traceback); 2: a usage error
+    (argparse); 130: interrupted with Ctrl-C.
+    """
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        )
         return int(args.func(args))
     except GLIPError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _print_error(e)
         return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _print_error("interrupted")
         return 130
+    except MemoryError:
+        _print_error("out of memory: use smaller images, a smaller --batch-size or fewer classes")
+        return 1
+    except OSError as e:  # a disk or file problem that no library call turned into a GLIPError
+        from glip.fileio import describe_os_error
+
+        _print_error(describe_os_error(e.filename or "a file", e, "access") if e.filename else e)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
@@ -21,11 +22,13 @@ from PIL import Image
 from torch import Tensor
 
 from glip.cuda_graphs import GraphedFunction
-from glip.errors import GLIPError, PromptError
+from glip.devices import resolve_device
+from glip.errors import GLIPError, ImageError, PromptError
+from glip.images import ImageLike, is_image_like, to_pil
 from glip.modeling.dyhead import ModulatedDeformConv3x3
 from glip.modeling.glip import GLIPModel, TextFeatures
 from glip.pipelining import OverlappedPostprocess
-from glip.processing import GLIPProcessor, load_image
+from glip.processing import GLIPProcessor
 from glip.structures import Detections, EntityMap
 from glip.text import Prompt, caption_prompt, chunk_vocabulary, detection_prompt, load_tokenizer
 
@@ -33,20 +36,6 @@ logger = logging.getLogger(__name__)
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 TEXT_CACHE_SIZE = 256
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None → CUDA when available, else CPU.
-
-    Raises:
-        GLIPError: if CUDA is asked for but not available.
-    """
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GLIPError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return dev
 
 
 def merge_detections(parts: list[Detections], max_detections: int | None) -> Detections:
@@ -99,6 +88,12 @@ class GLIPPredictor:
     ) -> None:
         if dtype not in AMP_DTYPES:
             raise GLIPError(f"dtype {dtype!r}: use one of {sorted(AMP_DTYPES)}")
+        if max_detections is not None and (isinstance(max_detections, bool) or not isinstance(max_detections, int)):
+            raise GLIPError(f"max_detections must be an integer, got {max_detections!r}")
+        if max_classes_per_chunk is not None and (
+            not isinstance(max_classes_per_chunk, int) or max_classes_per_chunk < 1
+        ):
+            raise GLIPError(f"max_classes_per_chunk must be a positive integer, got {max_classes_per_chunk!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.processor = processor or GLIPProcessor.from_config(model.config)
@@ -168,7 +163,7 @@ class GLIPPredictor:
         if (classes is None) == (prompt is None):
             raise PromptError("give either class names or a prompt (caption), not both and not neither")
         if classes is not None:
-            names = list(classes)
+            names = check_classes(classes)
             if caption_prompts is not None:
                 return [detection_prompt(names, caption_prompts=caption_prompts, label_ids=label_ids)]
             return chunk_vocabulary(
@@ -178,13 +173,15 @@ class GLIPPredictor:
                 max_classes_per_chunk=self.max_classes_per_chunk,
                 label_ids=label_ids,
             )
-        return [prompt if isinstance(prompt, Prompt) else caption_prompt(prompt)]  # type: ignore[arg-type]
+        if not isinstance(prompt, (str, Prompt)):
+            raise PromptError(f"prompt must be a string (a sentence), got {type(prompt).__name__}")
+        return [prompt if isinstance(prompt, Prompt) else caption_prompt(prompt)]
 
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()
     def predict(
         self,
-        images: Sequence[Image.Image | str | Path] | Image.Image | str | Path,
+        images: Sequence[ImageLike] | ImageLike,
         classes: Sequence[str] | None = None,
         prompt: str | Prompt | None = None,
         threshold: float = 0.0,
@@ -194,7 +191,9 @@ class GLIPPredictor:
         """Detect what the text names in each image.
 
         Args:
-            images: PIL images or paths (one or many).
+            images: one image or a list. An image is a file path, a PIL image, an ``(H, W, 3)`` RGB
+                uint8 numpy array (e.g. a video frame; OpenCV's BGR frames need ``frame[..., ::-1]``)
+                or a ``(3, H, W)`` uint8 tensor; see :func:`glip.images.to_pil`.
             classes: class names (any number: long vocabularies are chunked).
             prompt: a caption (its noun phrases are grounded) or a :class:`Prompt`.
             threshold: drop detections scoring below this.
@@ -204,13 +203,16 @@ class GLIPPredictor:
 
         Returns:
             One :class:`Detections` per image, in original-image pixels, best first.
+
+        Raises:
+            ImageError: for an unreadable or invalid image; PromptError: for a bad class list or prompt.
         """
-        if isinstance(images, (Image.Image, str, Path)):
-            images = [images]
+        threshold = check_threshold(threshold)
+        items = [images] if is_image_like(images) else _image_list(images)
         chunks = self.prompts_for(classes, prompt, label_ids)
         results: list[Detections] = []
-        for batch in _batches(list(images), batch_size):
-            pil = [im if isinstance(im, Image.Image) else load_image(im) for im in batch]
+        for batch in _batches(items, batch_size):
+            pil = [to_pil(im, name=_image_name(im, i)) for i, im in enumerate(batch)]
             results.extend(self.predict_chunks(pil, chunks))
         return [r.above(threshold) if threshold > 0 else r for r in results]
 
@@ -222,9 +224,10 @@ class GLIPPredictor:
         threshold: float = 0.0,
     ) -> Iterator[tuple[Path, Image.Image, Detections]]:
         """Yield ``(path, image, detections)`` one image at a time (for progress bars and streaming)."""
+        threshold = check_threshold(threshold)
         chunks = self.prompts_for(classes, prompt)
         for path in paths:
-            image = load_image(path)
+            image = to_pil(path)
             with torch.inference_mode():
                 det = self.predict_chunks([image], chunks)[0]
             yield Path(path), image, (det.above(threshold) if threshold > 0 else det)
@@ -324,8 +327,64 @@ def _stack_texts(texts: list[TextFeatures], images: int) -> TextFeatures:
     return TextFeatures(torch.cat(hidden), torch.cat(mask))
 
 
+def check_classes(classes: object) -> list[str]:
+    """A class list as a list of non-empty strings.
+
+    Raises:
+        PromptError: for a plain string (it would be read letter by letter), a non-sequence, or an
+            entry that is not a non-empty string.
+    """
+    if isinstance(classes, str):
+        raise PromptError(
+            f"classes must be a list of names, not the string {classes!r}: "
+            f"write classes={[c.strip() for c in classes.split(',') if c.strip()]!r}"
+        )
+    if not isinstance(classes, Sequence) and not isinstance(classes, (set, frozenset, tuple)):
+        raise PromptError(f"classes must be a list of class names, got {type(classes).__name__}")
+    names = list(classes)
+    if not names:
+        raise PromptError("classes is empty: give at least one class name")
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise PromptError(f"classes[{i}] must be a string, got {type(name).__name__}: {name!r}")
+        if not name.strip():
+            raise PromptError(f"classes[{i}] is empty: every class needs a name")
+    return names
+
+
+def check_threshold(threshold: object) -> float:
+    """A score threshold in ``[0, 1]``.
+
+    Raises:
+        GLIPError: for NaN, a value outside ``[0, 1]`` or a non-number.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise GLIPError(f"threshold must be a number between 0 and 1, got {threshold!r}")
+    if not 0.0 <= threshold <= 1.0:
+        raise GLIPError(f"threshold {threshold} is outside [0, 1]: scores are probabilities")
+    return float(threshold)
+
+
+def _image_list(images: object) -> list:
+    """A list of images from a sequence, an iterator, or a 4-D ``(N, H, W, 3)`` array / ``(N, 3, H, W)`` tensor."""
+    if getattr(images, "ndim", None) == 4 or (
+        isinstance(images, (Sequence, Iterator)) and not isinstance(images, (str, bytes))
+    ):
+        items = list(images)
+        if not items:
+            raise ImageError("no images were given")
+        return items
+    raise ImageError(
+        f"images is a {type(images).__name__}: pass an image (path, PIL image, numpy array, tensor) or a list of them"
+    )
+
+
+def _image_name(image: object, index: int) -> str:
+    return str(image) if isinstance(image, (str, Path)) else f"image {index}"
+
+
 def _batches(items: list, size: int) -> Iterator[list]:
-    if size < 1:
-        raise GLIPError(f"batch size must be at least 1, got {size}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise GLIPError(f"batch_size must be a positive integer, got {size!r}")
     for i in range(0, len(items), size):
         yield items[i : i + size]

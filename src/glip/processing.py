@@ -17,15 +17,15 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from glip.config import GLIPConfig
-from glip.errors import ImageError, PromptError
+from glip.errors import PromptError
+from glip.images import load_image, to_rgb
 from glip.modeling.anchors import BoxCoder
 from glip.modeling.postprocess import ATSSPostProcessor
 from glip.structures import Detections, EntityMap
@@ -36,23 +36,6 @@ logger = logging.getLogger(__name__)
 PromptLike = Prompt | str | Sequence[str]
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image file as RGB.
-
-    Raises:
-        ImageError: if the file is missing, unreadable, truncated, or not an image.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ImageError(f"image {p} does not exist")
-    try:
-        with Image.open(p) as img:
-            img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ImageError(f"cannot read image {p}: {e}; check that it is a complete JPEG/PNG/... file") from e
-
-
 def resized_size(width: int, height: int, min_size: int, max_size: int) -> tuple[int, int]:
     """Official resize rule: ``(new_height, new_width)`` for an image of ``width x height``."""
     size = min_size
@@ -61,9 +44,10 @@ def resized_size(width: int, height: int, min_size: int, max_size: int) -> tuple
         size = round(max_size * short / long)
     if (width <= height and width == size) or (height <= width and height == size):
         return height, width
+    # an extreme aspect ratio (a 1-pixel-wide strip) can round a side to 0: keep at least 1 pixel
     if width < height:
-        return int(size * height / width), size
-    return size, int(size * width / height)
+        return max(1, int(size * height / width)), max(1, size)
+    return max(1, size), max(1, int(size * width / height))
 
 
 @dataclass
@@ -176,7 +160,7 @@ class GLIPProcessor:
             ``(3, h, w)`` float32 tensor, the resized ``(h, w)``, the original ``(height, width)``.
         """
         if image.mode != "RGB":
-            image = image.convert("RGB")
+            image = to_rgb(image)
         width, height = image.size
         nh, nw = resized_size(width, height, self.min_size, self.max_size)
         if (nh, nw) != (height, width):
@@ -288,3 +272,6 @@ class GLIPProcessor:
 
 def _is_class_list(prompts: object) -> bool:
     return isinstance(prompts, Sequence) and not isinstance(prompts, str) and all(isinstance(p, str) for p in prompts)
+
+
+__all__ = ["GLIPInputs", "GLIPProcessor", "load_image", "resized_size"]
