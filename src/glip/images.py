@@ -29,6 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from glip.errors import ImageError
 
+_ORIENTATION = 0x0112  # the EXIF tag
 ImageLike = Any  # PIL.Image.Image | str | Path | numpy.ndarray | torch.Tensor
 
 
@@ -89,7 +90,8 @@ def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
     if image.width < 1 or image.height < 1:
         raise ImageError(f"{name} is {image.width}x{image.height} pixels: an image needs at least 1x1")
     with contextlib.suppress(Exception):  # a broken EXIF block must not make a readable image unusable
-        image = ImageOps.exif_transpose(image) or image
+        if image.getexif().get(_ORIENTATION, 1) != 1:
+            image = ImageOps.exif_transpose(image) or image
     mode = image.mode
     if mode == "RGB":
         return image

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from glip.config import GLIPConfig
 from glip.errors import PromptError
-from glip.images import load_image, to_rgb
+from glip.images import ImageLike, is_image_like, load_image, to_pil, to_rgb
 from glip.modeling.anchors import BoxCoder
 from glip.modeling.postprocess import ATSSPostProcessor
 from glip.structures import Detections, EntityMap
@@ -223,12 +223,13 @@ class GLIPProcessor:
 
     # ------------------------------------------------------------------ both
     def __call__(
-        self, images: Sequence[Image.Image] | Image.Image, prompts: Sequence[PromptLike] | PromptLike
+        self, images: Sequence[ImageLike] | ImageLike, prompts: Sequence[PromptLike] | PromptLike
     ) -> GLIPInputs:
         """Prepare a batch.
 
         Args:
-            images: one PIL image or a list.
+            images: one image or a list: PIL images, file paths, ``(H, W, 3)`` RGB uint8 arrays or
+                ``(3, H, W)`` uint8 tensors (see :func:`glip.images.to_pil`).
             prompts: one prompt for all images, or a list with one prompt per image. A prompt is a
                 caption string, a list of class names, or a :class:`Prompt`; a list of strings is
                 always read as class names (wrap per-image captions with ``glip.text.caption_prompt``).
@@ -236,10 +237,11 @@ class GLIPProcessor:
         Raises:
             PromptError: if the numbers of images and prompts disagree, or a prompt is invalid.
         """
-        if isinstance(images, Image.Image):
+        if is_image_like(images):
             images = [images]
         if not images:
             raise PromptError("no images were given")
+        images = [to_pil(im, f"image {i}") for i, im in enumerate(images)]
         if isinstance(prompts, (str, Prompt)) or _is_class_list(prompts):
             prompt_list: list[PromptLike] = [prompts] * len(images)  # type: ignore[list-item]
         else:
