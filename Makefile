@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo wheel-check clean
 
 $(BIN)/.glip-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,5 +27,16 @@ test: install lint
 demo: install
 	$(BIN)/glip predict assets/raccoon-72.jpg --classes "raccoon,dog" --out-dir outputs
 
+# What a pip user gets: build the wheel, install it into a fresh virtual environment (no dev extras,
+# nothing from this checkout on the path) and run the README's sample from another folder.
+WHEEL_DIR := build/wheel-check
+wheel-check: install
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
+	$(BIN)/python -m pip wheel -q --no-deps -w $(WHEEL_DIR)/dist .
+	$(PYTHON) -m venv $(WHEEL_DIR)/venv
+	$(WHEEL_DIR)/venv/bin/python -m pip install -q $(WHEEL_DIR)/dist/glip-*.whl
+	cd $(WHEEL_DIR) && venv/bin/glip --version && venv/bin/glip predict $(CURDIR)/assets/raccoon-72.jpg \
+		--classes "raccoon,dog" --out-dir out -q && test -s out/raccoon-72.json && test -s out/raccoon-72.jpg
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache build
