@@ -43,8 +43,12 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from glip.modeling.mask_head import MaskHead
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -74,7 +78,7 @@ def official_key(name: str) -> str:
     return f"predictor.{head.get(first, first)}" + (f".{rest}" if rest else "")
 
 
-def build_official(preset: dict):
+def build_official(preset: dict) -> torch.nn.Module:
     from maskrcnn_benchmark.config import cfg
     from maskrcnn_benchmark.modeling.roi_heads.mask_head.mask_head import build_roi_mask_head
 
@@ -101,7 +105,7 @@ def build_official(preset: dict):
     return build_roi_mask_head(config)
 
 
-def build_ours(preset: dict, gen: torch.Generator):
+def build_ours(preset: dict, gen: torch.Generator) -> MaskHead:
     from glip.modeling.mask_head import MaskHead
 
     torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
@@ -125,7 +129,9 @@ def random_boxes(gen: torch.Generator, height: int, width: int, count: int) -> t
     return torch.cat((centre - side / 2, centre + side / 2), dim=1)
 
 
-def random_instances(gen: torch.Generator, height: int, width: int, count: int):
+def random_instances(
+    gen: torch.Generator, height: int, width: int, count: int
+) -> tuple[list[list[list[float]]], torch.Tensor, torch.Tensor]:
     """GT polygons (star shapes), their boxes and pycocotools bitmasks ``(count, height, width)``."""
     import pycocotools.mask as mask_utils
 
