@@ -44,13 +44,13 @@ def test_loads_sorts_categories_and_counts_skipped_records(tmp_path):
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d["images"][0].pop("width"), "images\\[0\\] lacks 'width'"),
-        (lambda d: d["annotations"][0].update(category_id=7), "annotations\\[0\\] has unknown category id 7"),
-        (lambda d: d["annotations"][0].update(image_id=9), "annotations\\[0\\] refers to unknown image id 9"),
-        (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), "bbox must be"),
-        (lambda d: d["categories"].append({"id": 3, "name": "x"}), "duplicate category id 3"),
-        (lambda d: d["images"].append(dict(d["images"][0])), "duplicate image id 1"),
-        (lambda d: d.pop("categories"), "no 'categories' list"),
+        (lambda d: d["images"][0].pop("width"), r"images\[0\]\.width: missing"),
+        (lambda d: d["annotations"][0].update(category_id=7), r"annotations\[0\]\.category_id: unknown category id 7"),
+        (lambda d: d["annotations"][0].update(image_id=9), r"annotations\[0\]\.image_id: unknown image id 9"),
+        (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), r"annotations\[0\]\.bbox: expected \[x, y, width"),
+        (lambda d: d["categories"].append({"id": 3, "name": "x"}), r"categories\[2\]\.id: duplicate id 3"),
+        (lambda d: d["images"].append(dict(d["images"][0])), r"images\[1\]\.id: duplicate id 1"),
+        (lambda d: d.pop("categories"), "categories: missing"),
     ],
 )
 def test_malformed_records_raise_with_file_and_record(tmp_path, mutate, message):

@@ -14,7 +14,6 @@ that leave the image) are counted in :attr:`CocoDataset.issues` and logged once.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -22,16 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from glip.errors import DataError
+from glip.validation import Fields, read_json
 
 logger = logging.getLogger(__name__)
 
 ROBOFLOW_NAME = "_annotations.coco.json"
-
-
-def _require(record: dict, keys: tuple[str, ...], where: str) -> None:
-    missing = [k for k in keys if k not in record]
-    if missing:
-        raise DataError(f"{where} lacks {', '.join(repr(k) for k in missing)}: {json.dumps(record)[:200]}")
 
 
 @dataclass
@@ -89,19 +83,13 @@ class CocoDataset:
             DataError: if the file is missing, not JSON, or has malformed or inconsistent records.
         """
         path = Path(annotation_file)
-        if not path.is_file():
-            raise DataError(f"annotation file {path} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"annotation file {path} is not valid JSON: {e}") from e
-        if not isinstance(data, dict):
-            raise DataError(f"annotation file {path} must hold a JSON object with images, annotations, categories")
+        data = read_json(path, "annotation file", mapping=True)
+        fields = Fields(path)
         for key in ("images", "categories"):
-            if not isinstance(data.get(key), list):
-                raise DataError(f"annotation file {path} has no '{key}' list")
-        if not isinstance(data.get("annotations", []), list):
-            raise DataError(f"annotation file {path}: 'annotations' must be a list")
+            if key not in data:
+                fields.fail(key, "missing: a COCO-format file needs 'images', 'annotations' and 'categories' lists")
+            fields.array(data[key], key)
+        fields.array(data.get("annotations", []), "annotations")
         root = Path(image_root) if image_root is not None else default_image_root(path)
         ds = cls(path, root, data, *_validate(path, data))
         if check_files:
@@ -124,55 +112,53 @@ def default_image_root(annotation_file: Path) -> Path:
 
 
 def _validate(path: Path, data: dict[str, Any]) -> tuple[list, list, dict, Counter]:
+    """Check every record (see the module docstring); returns images, categories, usable boxes, skips."""
+    fields = Fields(path)
     issues: Counter = Counter()
-    images, seen_images = [], set()
+    images, seen_images = [], {}
     for i, im in enumerate(data["images"]):
-        where = f"{path}: images[{i}]"
-        if not isinstance(im, dict):
-            raise DataError(f"{where} is not an object")
+        where = f"images[{i}]"
+        fields.mapping(im, where)
         if "file_name" not in im and isinstance(im.get("coco_url"), str):
             # LVIS v1 lists images by URL only: <split>/<file> under the COCO image root
             im = {**im, "file_name": "/".join(im["coco_url"].split("/")[-2:])}
-        _require(im, ("id", "file_name", "width", "height"), where)
-        if im["id"] in seen_images:
-            raise DataError(f"{where}: duplicate image id {im['id']}")
-        if (
-            not (isinstance(im["width"], (int, float)) and isinstance(im["height"], (int, float)))
-            or min(im["width"], im["height"]) <= 0
-        ):
-            raise DataError(f"{where}: width/height must be positive numbers, got {im['width']}x{im['height']}")
-        seen_images.add(im["id"])
+        fields.require(im, ("id", "file_name", "width", "height"), where, "image")
+        fields.unique(fields.ident(im["id"], f"{where}.id", strings=False), seen_images, f"{where}.id")
+        fields.string(im["file_name"], f"{where}.file_name")
+        fields.number(im["width"], f"{where}.width", positive=True)
+        fields.number(im["height"], f"{where}.height", positive=True)
         images.append(im)
-    categories, seen_cats = [], set()
+    categories, seen_cats = [], {}
     for i, cat in enumerate(data["categories"]):
-        where = f"{path}: categories[{i}]"
-        _require(cat, ("id", "name"), where)
-        if cat["id"] in seen_cats:
-            raise DataError(f"{where}: duplicate category id {cat['id']}")
-        if not str(cat["name"]).strip():
-            raise DataError(f"{where}: empty category name")
-        seen_cats.add(cat["id"])
+        where = f"categories[{i}]"
+        fields.require(fields.mapping(cat, where), ("id", "name"), where, "category")
+        fields.unique(fields.ident(cat["id"], f"{where}.id", strings=False), seen_cats, f"{where}.id")
+        fields.string(cat["name"], f"{where}.name")
         categories.append(cat)
     if not categories:
-        raise DataError(f"{path} defines no categories")
+        fields.fail("categories", "the list is empty: define at least one category")
     sizes = {im["id"]: (im["width"], im["height"]) for im in images}
     by_image: dict[int, list] = defaultdict(list)
+    seen_anns: dict[Any, str] = {}
     for i, ann in enumerate(data.get("annotations", [])):
-        where = f"{path}: annotations[{i}]"
-        _require(ann, ("image_id", "category_id", "bbox"), where)
-        if ann["image_id"] not in sizes:
-            raise DataError(f"{where} refers to unknown image id {ann['image_id']}")
-        if ann["category_id"] not in seen_cats:
-            raise DataError(
-                f"{where} has unknown category id {ann['category_id']} (known: {sorted(seen_cats)[:10]}...)"
+        where = f"annotations[{i}]"
+        fields.require(fields.mapping(ann, where), ("image_id", "category_id", "bbox"), where, "annotation")
+        if "id" in ann:
+            fields.unique(fields.ident(ann["id"], f"{where}.id", strings=False), seen_anns, f"{where}.id")
+        if fields.ident(ann["image_id"], f"{where}.image_id", strings=False) not in sizes:
+            fields.fail(f"{where}.image_id", f"unknown image id {ann['image_id']} (no record in 'images' has it)")
+        if fields.ident(ann["category_id"], f"{where}.category_id", strings=False) not in seen_cats:
+            known = sorted(seen_cats)
+            fields.fail(
+                f"{where}.category_id",
+                f"unknown category id {ann['category_id']} (known: {known[:10]}{'...' if len(known) > 10 else ''})",
             )
-        box = ann["bbox"]
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-            raise DataError(f"{where}: bbox must be [x, y, w, h] numbers, got {box!r}")
-        if ann.get("iscrowd", 0):
+        x, y, w, h = fields.box_xywh(ann["bbox"], f"{where}.bbox")
+        if "area" in ann:
+            fields.number(ann["area"], f"{where}.area", minimum=0)
+        if fields.flag(ann.get("iscrowd", 0), f"{where}.iscrowd"):
             issues["crowd region (ignored for training, kept for evaluation)"] += 1
             continue
-        x, y, w, h = box
         if w <= 0 or h <= 0:
             issues["box with zero or negative width/height"] += 1
             continue

@@ -29,10 +29,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from PIL import Image
 
 from glip.errors import DataError
+from glip.fileio import atomic_write_text
+from glip.validation import one_line, read_text, read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ def _image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             return image.size
-    except OSError as err:
-        raise DataError(f"cannot read image {path}: {err}") from err
+    except Exception as err:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
+        raise DataError(one_line(f"cannot read image {path}: {err}")) from err
 
 
 def _categories(names: Sequence[str], category_ids: Sequence[int] | None) -> list[dict[str, Any]]:
@@ -78,14 +79,16 @@ def _parse_voc(path: Path) -> tuple[str, tuple[int, int] | None, list[tuple[str,
         root = ET.parse(path).getroot()
     except ET.ParseError as err:
         raise DataError(f"{path} is not valid XML: {err}") from err
+    except OSError as err:
+        raise DataError(one_line(f"cannot read VOC annotation {path}: {err.strerror or err}")) from err
     filename = root.findtext("filename", default="").strip() or f"{path.stem}.jpg"
     size = None
     if root.find("size") is not None:
         w, h = root.findtext("size/width", "0").strip(), root.findtext("size/height", "0").strip()
         try:
             width, height = int(float(w or 0)), int(float(h or 0))
-        except ValueError as err:
-            raise DataError(f"{path}: <size> is not numeric ({w!r} x {h!r})") from err
+        except (ValueError, OverflowError) as err:  # "abc", "nan", "inf"
+            raise DataError(f"{path}: <size> is not a finite number ({w!r} x {h!r})") from err
         size = (width, height) if width > 0 and height > 0 else None
     objects = []
     for k, obj in enumerate(root.findall("object")):
@@ -139,7 +142,8 @@ def voc_to_coco(
             set_file = Path(image_set)
             if not set_file.is_file():
                 raise DataError(f"image set file {set_file} does not exist")
-            stems = [line.split()[0] for line in set_file.read_text().splitlines() if line.strip()]
+            text = read_text(set_file, "image set file")
+            stems = [line.split()[0] for line in text.splitlines() if line.strip()]
         else:
             stems = list(image_set)
         files = [folder / f"{stem}.xml" for stem in stems]
@@ -192,20 +196,29 @@ def load_yolo_names(source: str | Path | Sequence[str]) -> list[str]:
     if not isinstance(source, (str, Path)):
         return [str(n) for n in source]
     path = Path(source)
-    if not path.is_file():
-        raise DataError(f"class name file {path} does not exist")
     if path.suffix.lower() in (".yaml", ".yml"):
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path, "class name file", DataError)
         names = data.get("names") if isinstance(data, dict) else None
         if isinstance(names, dict):
-            keys = sorted(int(k) for k in names)
+            indices = {}
+            for key, name in names.items():
+                index = key if isinstance(key, int) and not isinstance(key, bool) else None
+                if isinstance(key, str) and key.strip().isdecimal():
+                    index = int(key)
+                if index is None:
+                    raise DataError(f"{path}: names: key {key!r} is not a class index (0, 1, 2...)")
+                indices[index] = name
+            keys = sorted(indices)
             if keys != list(range(len(keys))):
-                raise DataError(f"{path}: 'names' indices must be 0..{len(keys) - 1}, got {keys[:10]}")
-            return [str(names[k]) if k in names else str(names[str(k)]) for k in keys]
-        if isinstance(names, list):
-            return [str(n) for n in names]
-        raise DataError(f"{path} has no 'names' list or mapping")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+                raise DataError(f"{path}: names: indices must be 0..{len(keys) - 1}, got {keys[:10]}")
+            names = [indices[k] for k in keys]
+        if not isinstance(names, list):
+            raise DataError(f"{path} has no 'names' list or mapping (names: [cat, dog] or names: {{0: cat, 1: dog}})")
+        for i, name in enumerate(names):
+            if not isinstance(name, (str, int, float)) or isinstance(name, bool) or not str(name).strip():
+                raise DataError(f"{path}: names[{i}]: expected a class name, got {name!r}")
+        return [str(n) for n in names]
+    return [line.strip() for line in read_text(path, "class name file").splitlines() if line.strip()]
 
 
 def _parse_yolo_line(values: list[str], where: str) -> tuple[int, list[float]]:
@@ -265,7 +278,7 @@ def yolo_to_coco(
         label_file = labels_dir / f"{path.stem}.txt"
         if not label_file.is_file():
             continue
-        for line_no, line in enumerate(label_file.read_text().splitlines(), start=1):
+        for line_no, line in enumerate(read_text(label_file, "YOLO label file").splitlines(), start=1):
             if not line.strip():
                 continue
             where = f"{label_file}:{line_no}"
@@ -293,7 +306,4 @@ def yolo_to_coco(
 
 def write_coco_json(data: dict[str, Any], path: str | Path) -> Path:
     """Write a COCO-format dict to ``path`` (parents created); returns the path."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data))
-    return out
+    return atomic_write_text(path, json.dumps(data))
