@@ -152,7 +152,9 @@ def test_pseudo_boxes_are_thresholded(tmp_path):
     assert ds.issues["pseudo box with score below 0.5"] == 1
     assert len(ImageTextDataset(path, tmp_path / "img", score_threshold=0.95)) == 0
     annotations[0].pop("score")
-    with pytest.raises(DataError, match=r"annotations\[0\]: a pseudo-labelled box needs a numeric 'score'"):
+    with pytest.raises(
+        DataError, match=r"annotations\[0\]\.score: missing: a pseudo-labelled box needs a numeric 'score'"
+    ):
         ImageTextDataset(_mdetr(tmp_path, annotations), tmp_path / "img")
 
 
@@ -160,12 +162,28 @@ def test_pseudo_boxes_are_thresholded(tmp_path):
     ("annotations", "images", "message"),
     [
         ([{"id": 1, "image_id": 9, "bbox": [1, 1, 2, 2], "tokens_positive": [[0, 1]]}], None, "unknown image id 9"),
-        ([{"id": 1, "image_id": 7, "bbox": [1, 1, 2, 2], "tokens_positive": [[0, 99]]}], None, "outside its caption"),
-        ([{"id": 1, "image_id": 7, "bbox": [1, 1, 2], "tokens_positive": [[0, 1]]}], None, "bbox must be"),
-        ([{"id": 1, "image_id": 7, "bbox": [1, 1, 2, 2]}], None, "needs 'image_id', 'bbox' and 'tokens_positive'"),
-        ([{"id": 1, "image_id": 7, "bbox": [1, 1, 2, 2], "tokens_positive": [0, 1]}], None, "integer pairs"),
-        ([], [{"id": 7, "file_name": "p.jpg", "width": 50, "height": 40}], r"images\[0\] lacks \['caption'\]"),
-        ([], [{"id": 7, "file_name": "p.jpg", "width": 0, "height": 40, "caption": "x"}], "positive numbers"),
+        (
+            [{"id": 1, "image_id": 7, "bbox": [1, 1, 2, 2], "tokens_positive": [[0, 99]]}],
+            None,
+            r"tokens_positive\[0\]: expected \[start, end\] .* inside the caption",
+        ),
+        (
+            [{"id": 1, "image_id": 7, "bbox": [1, 1, 2], "tokens_positive": [[0, 1]]}],
+            None,
+            r"annotations\[0\]\.bbox: expected \[x, y, width, height\]",
+        ),
+        ([{"id": 1, "image_id": 7, "bbox": [1, 1, 2, 2]}], None, "neither 'tokens_positive' nor 'phrase_ids'"),
+        (
+            [{"id": 1, "image_id": 7, "bbox": [1, 1, 2, 2], "tokens_positive": [0, 1]}],
+            None,
+            r"tokens_positive\[0\]: expected \[start, end\].*got 0$",
+        ),
+        ([], [{"id": 7, "file_name": "p.jpg", "width": 50, "height": 40}], r"images\[0\]\.caption: missing"),
+        (
+            [],
+            [{"id": 7, "file_name": "p.jpg", "width": 0, "height": 40, "caption": "x"}],
+            r"images\[0\]\.width: must be positive, got 0",
+        ),
     ],
 )
 def test_malformed_mdetr_records_name_file_and_record(tmp_path, annotations, images, message):

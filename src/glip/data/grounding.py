@@ -35,7 +35,6 @@ teacher's confidence); boxes with ``score >= score_threshold`` are kept.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections import Counter, defaultdict
@@ -49,6 +48,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from glip.data.coco import CocoDataset
+from glip.data.mdetr import MdetrBox, MdetrFile, read_mdetr
 from glip.data.mixing import few_shot_image_ids
 from glip.data.od_to_grounding import ClassVocabulary, OdPromptOptions, convert_od_to_grounding
 from glip.errors import DataError
@@ -290,47 +290,16 @@ class MdetrGroundingDataset(GroundingDatasetBase):
         self.issues = +self.issues
         self._log_issues(self.annotation_file)
 
-    def _read(self) -> dict[str, Any]:
-        path = self.annotation_file
-        if not path.is_file():
-            raise DataError(f"annotation file {path} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DataError(f"annotation file {path} is not valid JSON: {err}") from err
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-            raise DataError(f"annotation file {path} must hold an object with an 'images' list")
-        if not isinstance(data.get("annotations", []), list):
-            raise DataError(f"annotation file {path}: 'annotations' must be a list")
-        return data
-
     def _load(self, keep_empty: bool, check_files: bool) -> None:
-        path, data = self.annotation_file, self._read()
-        images: dict[Any, dict[str, Any]] = {}
-        for i, im in enumerate(data["images"]):
-            where = f"{path}: images[{i}]"
-            if not isinstance(im, dict):
-                raise DataError(f"{where} is not an object")
-            missing = [k for k in ("id", "file_name", "width", "height", "caption") if k not in im]
-            if missing:
-                raise DataError(f"{where} lacks {missing}: {json.dumps(im)[:200]}")
-            if not isinstance(im["caption"], str) or not im["caption"].strip():
-                raise DataError(f"{where} has an empty or non-string caption {im['caption']!r}")
-            if im["id"] in images:
-                raise DataError(f"{where}: duplicate image id {im['id']}")
-            if (
-                not (isinstance(im["width"], (int, float)) and isinstance(im["height"], (int, float)))
-                or min(im["width"], im["height"]) <= 0
-            ):
-                raise DataError(f"{where}: width/height must be positive numbers, got {im['width']}x{im['height']}")
-            images[im["id"]] = im
+        path = self.annotation_file
+        mdetr = read_mdetr(path, require_size=True)
         per_image: dict[Any, list[tuple[list[float], list[tuple[int, int]]]]] = defaultdict(list)
-        for i, ann in enumerate(data.get("annotations", [])):
-            item = self._check_annotation(ann, f"{path}: annotations[{i}]", images)
+        for box in mdetr.boxes:
+            item = self._check_box(box, mdetr)
             if item is not None:
-                per_image[ann["image_id"]].append(item)
-        for image_id in sorted(images, key=lambda k: (str(type(k)), k)):
-            im, items = images[image_id], per_image.get(image_id, [])
+                per_image[box.image_id].append(item)
+        for image_id in sorted(mdetr.images, key=lambda k: (str(type(k)), k)):
+            im, items = mdetr.images[image_id], per_image.get(image_id, [])
             boxes, keep = coco_boxes_to_xyxy([b for b, _ in items], im["width"], im["height"])
             self.issues[SKIP_THIN] += len(items) - len(keep)
             if not keep and not keep_empty:
@@ -347,51 +316,33 @@ class MdetrGroundingDataset(GroundingDatasetBase):
                     "pass the right images folder"
                 )
 
-    def _check_annotation(
-        self, ann: Any, where: str, images: Mapping[Any, dict[str, Any]]
-    ) -> tuple[list[float], list[tuple[int, int]]] | None:
-        if not isinstance(ann, dict):
-            raise DataError(f"{where} is not an object")
-        spans = ann.get("tokens_positive", ann.get("tokens"))
-        if "image_id" not in ann or "bbox" not in ann or spans is None:
-            raise DataError(f"{where} needs 'image_id', 'bbox' and 'tokens_positive': {json.dumps(ann)[:200]}")
-        if ann["image_id"] not in images:
-            raise DataError(f"{where} refers to unknown image id {ann['image_id']!r}")
-        box = ann["bbox"]
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-            raise DataError(f"{where}: bbox must be [x, y, w, h] numbers, got {box!r}")
-        caption = images[ann["image_id"]]["caption"]
-        if not isinstance(spans, list) or not all(
-            isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(v, int) for v in s) for s in spans
-        ):
-            raise DataError(f"{where}: tokens_positive must be a list of [start, end] integer pairs, got {spans!r}")
-        for start, end in spans:
-            if not 0 <= start < end <= len(caption):
-                raise DataError(
-                    f"{where}: span [{start}, {end}] is empty or outside its caption of {len(caption)} characters"
-                )
+    def _check_box(self, box: MdetrBox, mdetr: MdetrFile) -> tuple[list[float], list[tuple[int, int]]] | None:
+        """The box and its sorted distinct spans, or None (counted in ``issues``) if it is skipped."""
+        fields, ann, where = mdetr.fields, box.record, box.where
+        if box.spans is None:
+            fields.fail(f"{where}.tokens_positive", "missing: training needs the caption spans each box grounds")
         if self.score_threshold is not None:
-            score = ann.get("score")
-            if not isinstance(score, (int, float)) or isinstance(score, bool):
-                raise DataError(f"{where}: a pseudo-labelled box needs a numeric 'score', got {score!r}")
+            if "score" not in ann:
+                fields.fail(f"{where}.score", "missing: a pseudo-labelled box needs a numeric 'score'")
+            score = fields.number(ann["score"], f"{where}.score")
             if score < self.score_threshold:
                 self.issues[f"pseudo box with score below {self.score_threshold}"] += 1
                 return None
-        if ann.get("iscrowd", 0):
+        if fields.flag(ann.get("iscrowd", 0), f"{where}.iscrowd"):
             self.issues["crowd region"] += 1
             return None
-        if not spans:
+        if not box.spans:
             self.issues["box without a phrase span"] += 1
             return None
-        x, y, w, h = box
-        im = images[ann["image_id"]]
+        x, y, w, h = box.bbox_xywh
+        im = mdetr.images[box.image_id]
         if w <= 0 or h <= 0:
             self.issues["box with zero or negative width/height"] += 1
             return None
         if x >= im["width"] or y >= im["height"] or x + w <= 0 or y + h <= 0:
             self.issues["box entirely outside its image"] += 1
             return None
-        return [float(v) for v in box], sorted({(int(s), int(e)) for s, e in spans})
+        return [x, y, w, h], sorted(set(box.spans))
 
     def __len__(self) -> int:
         return len(self.records)

@@ -31,9 +31,7 @@ an empty ``tokens_positive`` (they ground no phrase).
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -43,13 +41,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from glip.data.mdetr import EntryId, parse_mdetr, read_spans
 from glip.errors import DataError
 from glip.text import Prompt, Span
+from glip.validation import Fields, read_json, read_text, show
 
 logger = logging.getLogger(__name__)
-
-EntryId = int | str
-"""The ``id`` of an image entry (one image-caption pair)."""
 
 SKIPPED_EMPTY_BOX = "box with zero or negative width or height"
 SKIPPED_NO_PHRASE = "box with an empty 'tokens_positive' (it grounds no phrase)"
@@ -146,12 +143,7 @@ def load_grounding_annotations(
         DataError: if the file is missing, not JSON, or has a malformed or inconsistent record.
     """
     path = Path(annotation_file)
-    if not path.is_file():
-        raise DataError(f"grounding annotation file {path} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"grounding annotation file {path} is not valid JSON: {e}") from e
+    data = read_json(path, "grounding annotation file", DataError)
     dataset = parse_grounding_annotations(data, source=str(path))
     dataset.annotation_file = path
     for reason, n in dataset.issues.items():
@@ -167,52 +159,22 @@ def parse_grounding_annotations(data: Any, source: str = "<memory>") -> Groundin
     Raises:
         DataError: as :func:`load_grounding_annotations`.
     """
-    if not isinstance(data, dict):
-        raise DataError(f"{source} must hold a JSON object with 'images' and 'annotations' lists")
-    for key in ("images", "annotations"):
-        if not isinstance(data.get(key), list):
-            raise DataError(f"{source} has no '{key}' list: is it an MDETR-format grounding file?")
-    images: dict[EntryId, dict[str, Any]] = {}
-    for i, im in enumerate(data["images"]):
-        where = f"{source}: images[{i}]"
-        _require(im, ("id", "file_name", "caption"), where)
-        entry_id = _entry_id(im["id"], where)
-        if entry_id in images:
-            raise DataError(f"{where}: duplicate image entry id {entry_id!r}")
-        if not isinstance(im["caption"], str) or not im["caption"]:
-            raise DataError(f"{where}: 'caption' must be a non-empty string")
-        images[entry_id] = im
-
+    mdetr = parse_mdetr(data, source, require_annotations=True)
     issues: Counter = Counter()
     boxes: dict[EntryId, list[_Box]] = defaultdict(list)
-    for j, ann in enumerate(data["annotations"]):
-        where = f"{source}: annotations[{j}]" + (f" (id {ann['id']})" if isinstance(ann, dict) and "id" in ann else "")
-        _require(ann, ("image_id", "bbox"), where)
-        image_id = ann["image_id"]
-        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)) or image_id not in images:
-            raise DataError(f"{where}: image_id {image_id!r} is not the id of any record in 'images'")
-        caption = images[image_id]["caption"]
-        if "tokens_positive" not in ann and "phrase_ids" not in ann:
-            raise DataError(
-                f"{where} has neither 'tokens_positive' nor 'phrase_ids': cannot tell which phrase it grounds"
-            )
-        if ann.get("tokens_positive") == []:
+    for box in mdetr.boxes:
+        if box.spans == ():
             issues[SKIPPED_NO_PHRASE] += 1
             continue
-        spans = (
-            _spans(ann["tokens_positive"], caption, f"{where} 'tokens_positive'") if "tokens_positive" in ann else None
-        )
-        phrase_ids = _phrase_ids(ann["phrase_ids"], where) if spans is None else ()
-        x, y, w, h = _bbox(ann["bbox"], where)
+        x, y, w, h = box.bbox_xywh
         valid = w > 0 and h > 0
         if not valid:
             issues[SKIPPED_EMPTY_BOX] += 1
         # Skipped boxes are kept (flagged) so that they still count in the phrase_ids ranks.
-        boxes[image_id].append(_Box((x, y, x + w, y + h), spans, phrase_ids, valid))
-
+        boxes[box.image_id].append(_Box((x, y, x + w, y + h), box.spans, box.phrase_ids, valid))
     entries = [
-        _build_entry(eid, im, boxes.get(eid, []), f"{source}: images[{i}]")
-        for i, (eid, im) in enumerate(images.items())
+        _build_entry(eid, im, boxes.get(eid, []), f"images[{mdetr.positions[eid]}]", mdetr.fields)
+        for eid, im in mdetr.images.items()
     ]
     return GroundingDataset(entries, None, issues)
 
@@ -225,27 +187,30 @@ class _Box:
     valid: bool
 
 
-def _build_entry(entry_id: EntryId, im: dict[str, Any], boxes: list[_Box], where: str) -> GroundingEntry:
+def _build_entry(
+    entry_id: EntryId, im: dict[str, Any], boxes: list[_Box], where: str, fields: Fields
+) -> GroundingEntry:
     caption: str = im["caption"]
     if "tokens_positive_eval" in im:
-        value = im["tokens_positive_eval"]
-        if not isinstance(value, list):
-            raise DataError(f"{where}: 'tokens_positive_eval' must be a list (one span list per phrase)")
-        phrase_spans = [_spans(p, caption, f"{where} 'tokens_positive_eval'[{k}]") for k, p in enumerate(value)]
+        value = fields.array(im["tokens_positive_eval"], f"{where}.tokens_positive_eval")
+        phrase_spans = [
+            read_spans(p, caption, f"{where}.tokens_positive_eval[{k}]", fields) for k, p in enumerate(value)
+        ]
         exact = False
     else:
         # GoldG / mixed: every distinct tokens_positive of the entry's boxes is a phrase.
         if any(b.spans is None for b in boxes):
-            raise DataError(f"{where}: no 'tokens_positive_eval', so every annotation needs 'tokens_positive'")
+            fields.fail(where, "no 'tokens_positive_eval', so every annotation of it needs 'tokens_positive'")
         phrase_spans = sorted({b.spans for b in boxes if b.spans is not None})
         exact = True
     ranks = {pid: r for r, pid in enumerate(sorted({p for b in boxes for p in b.phrase_ids}))}
     if len(ranks) > len(phrase_spans):
-        raise DataError(
-            f"{where}: its annotations carry {len(ranks)} distinct phrase_ids but the entry has only "
-            f"{len(phrase_spans)} phrases"
+        fields.fail(
+            where,
+            f"its annotations carry {len(ranks)} distinct phrase_ids but the entry has only "
+            f"{len(phrase_spans)} phrases",
         )
-    types = _phrase_types(im.get("phrase_types"), len(phrase_spans), where)
+    types = _phrase_types(im.get("phrase_types"), len(phrase_spans), f"{where}.phrase_types", fields)
     phrases = []
     for k, spans in enumerate(phrase_spans):
         mine = [b.xyxy for b in boxes if b.valid and _grounds(b, k, spans, exact, ranks)]
@@ -253,11 +218,9 @@ def _build_entry(entry_id: EntryId, im: dict[str, Any], boxes: list[_Box], where
         tensor = torch.tensor(mine, dtype=torch.float64).reshape(-1, 4)
         phrases.append(GroundingPhrase(spans, text, tensor, types[k]))
     sentence_id = im.get("sentence_id")
-    if sentence_id is not None and (isinstance(sentence_id, bool) or not isinstance(sentence_id, int)):
-        raise DataError(f"{where}: 'sentence_id' must be an integer, got {sentence_id!r}")
-    return GroundingEntry(
-        entry_id, str(im["file_name"]), caption, tuple(phrases), im.get("original_img_id"), sentence_id
-    )
+    if sentence_id is not None:
+        fields.integer(sentence_id, f"{where}.sentence_id")
+    return GroundingEntry(entry_id, im["file_name"], caption, tuple(phrases), im.get("original_img_id"), sentence_id)
 
 
 def _grounds(box: _Box, index: int, spans: tuple[Span, ...], exact: bool, ranks: dict[int, int]) -> bool:
@@ -267,70 +230,18 @@ def _grounds(box: _Box, index: int, spans: tuple[Span, ...], exact: bool, ranks:
     return box.spans == spans if exact else not set(box.spans).isdisjoint(spans)
 
 
-def _require(record: Any, keys: tuple[str, ...], where: str) -> None:
-    if not isinstance(record, dict):
-        raise DataError(f"{where} is not a JSON object")
-    missing = [k for k in keys if k not in record]
-    if missing:
-        raise DataError(f"{where} lacks {', '.join(repr(k) for k in missing)}: {json.dumps(record)[:200]}")
-
-
-def _entry_id(value: Any, where: str) -> EntryId:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise DataError(f"{where}: 'id' must be an integer or a string, got {value!r}")
-    return value
-
-
-def _spans(value: Any, caption: str, where: str) -> tuple[Span, ...]:
-    """Validate a list of ``[start, end)`` spans into ``caption``."""
-    if not isinstance(value, list) or not value:
-        raise DataError(f"{where} must be a non-empty list of [start, end] character spans, got {value!r}")
-    spans = []
-    for span in value:
-        ok = isinstance(span, (list, tuple)) and len(span) == 2 and all(_is_int(v) for v in span)
-        if not ok or not 0 <= span[0] < span[1] <= len(caption):
-            raise DataError(
-                f"{where}: span {span!r} is not a [start, end) range inside the caption of "
-                f"{len(caption)} characters ({caption[:80]!r})"
-            )
-        spans.append((int(span[0]), int(span[1])))
-    return tuple(spans)
-
-
-def _phrase_ids(value: Any, where: str) -> tuple[int, ...]:
-    ids = value if isinstance(value, list) else [value]
-    if not ids or not all(_is_int(v) for v in ids):
-        raise DataError(f"{where}: 'phrase_ids' must be an integer or a list of integers, got {value!r}")
-    return tuple(int(v) for v in ids)
-
-
-def _bbox(value: Any, where: str) -> tuple[float, float, float, float]:
-    ok = isinstance(value, (list, tuple)) and len(value) == 4
-    nums = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)] if ok else []
-    if len(nums) != 4 or not all(math.isfinite(v) for v in nums):
-        raise DataError(f"{where}: 'bbox' must be [x, y, width, height] (4 finite numbers), got {value!r}")
-    x, y, w, h = (float(v) for v in nums)
-    return x, y, w, h
-
-
-def _phrase_types(value: Any, num_phrases: int, where: str) -> list[tuple[str, ...]]:
+def _phrase_types(value: Any, num_phrases: int, where: str, fields: Fields) -> list[tuple[str, ...]]:
     if value is None:
         return [()] * num_phrases
     if not isinstance(value, list) or len(value) != num_phrases:
-        raise DataError(f"{where}: 'phrase_types' must be a list with one entry per phrase ({num_phrases})")
+        fields.fail(where, f"expected a list with one entry per phrase ({num_phrases}), got {show(value)}")
     out = []
-    for t in value:
+    for k, t in enumerate(value):
         names = [t] if isinstance(t, str) else t
         if not isinstance(names, list) or not all(isinstance(n, str) and n and n != "all" for n in names):
-            raise DataError(
-                f"{where}: each 'phrase_types' entry must be a type name other than 'all' or a list of them, got {t!r}"
-            )
+            fields.fail(f"{where}[{k}]", f"expected a type name other than 'all' or a list of them, got {show(t)}")
         out.append(tuple(names))
     return out
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 # ---------------------------------------------------------------------------------- Flickr types
@@ -398,7 +309,7 @@ def attach_flickr_phrase_types(dataset: GroundingDataset, sentences_dir: str | P
             file = folder / f"{key}.txt"
             if not file.is_file():
                 raise DataError(f"{where}: Flickr sentence file {file} does not exist")
-            cache[key] = [ln for ln in file.read_text(encoding="utf-8").split("\n") if ln]
+            cache[key] = [ln for ln in read_text(file, "Flickr sentence file").split("\n") if ln]
         lines = cache[key]
         if not 0 <= entry.sentence_id < len(lines):
             raise DataError(f"{where}: sentence_id {entry.sentence_id} but {folder / key}.txt has {len(lines)}")
