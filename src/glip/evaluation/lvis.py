@@ -26,7 +26,6 @@ in original-image pixels; see :func:`xyxy_to_lvis_xywh`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import numbers
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 
 from glip.errors import DataError
+from glip.validation import read_json, show
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _unique_ids(records: list[Any], section: str, source: str) -> set[int]:
         if not isinstance(rec, dict):
             raise DataError(f"{source}: {section}[{i}] is a {type(rec).__name__}, expected an object.")
         if not _is_id(rec.get("id")):
-            raise DataError(f"{source}: {section}[{i}] has no integer 'id' (got {rec.get('id')!r}).")
+            raise DataError(f"{source}: {section}[{i}] has no integer 'id' (got {show(rec.get('id'))}).")
         if rec["id"] in seen:
             raise DataError(f"{source}: {section}[{i}] repeats id {rec['id']}; ids must be unique.")
         seen.add(rec["id"])
@@ -124,44 +124,40 @@ def validate_lvis_ground_truth(data: Any, source: str = "<dict>") -> LvisGroundT
     for i, cat in enumerate(data["categories"]):
         where = f"{source}: categories[{i}] (id {cat['id']})"
         if cat.get("frequency") not in FREQUENCIES:
-            raise DataError(f"{where}: 'frequency' must be one of r, c, f, got {cat.get('frequency')!r}.")
+            raise DataError(f"{where}: 'frequency' must be one of r, c, f, got {show(cat.get('frequency'))}.")
         synonyms = cat.get("synonyms")
         if not isinstance(synonyms, list) or not all(isinstance(s, str) for s in synonyms):
-            raise DataError(f"{where}: 'synonyms' must be a list of strings, got {synonyms!r}.")
+            raise DataError(f"{where}: 'synonyms' must be a list of strings, got {show(synonyms)}.")
         if not isinstance(cat.get("name"), str):
-            raise DataError(f"{where}: 'name' must be a string, got {cat.get('name')!r}.")
+            raise DataError(f"{where}: 'name' must be a string, got {show(cat.get('name'))}.")
     for i, img in enumerate(data["images"]):
         for key in ("neg_category_ids", "not_exhaustive_category_ids"):
             ids = img.get(key)
             if not isinstance(ids, list) or not all(_is_id(v) for v in ids) or not set(ids) <= cat_ids:
                 raise DataError(
                     f"{source}: images[{i}] (id {img['id']}): {key!r} must be a list of category ids of the "
-                    f"file (LVIS format), got {ids!r}."
+                    f"file (LVIS format), got {show(ids)}."
                 )
     for i, ann in enumerate(data["annotations"]):
         where = f"{source}: annotations[{i}] (id {ann['id']})"
         if not _is_id(ann.get("image_id")) or ann["image_id"] not in img_ids:
-            raise DataError(f"{where}: image_id {ann.get('image_id')!r} is not an image of the file.")
+            raise DataError(f"{where}: image_id {show(ann.get('image_id'))} is not an image of the file.")
         if not _is_id(ann.get("category_id")) or ann["category_id"] not in cat_ids:
-            raise DataError(f"{where}: category_id {ann.get('category_id')!r} is not a category of the file.")
+            raise DataError(f"{where}: category_id {show(ann.get('category_id'))} is not a category of the file.")
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox) or min(bbox[2:]) < 0:
-            raise DataError(f"{where}: 'bbox' must be [x, y, w, h] with finite numbers and w, h >= 0, got {bbox!r}.")
+            raise DataError(
+                f"{where}: 'bbox' must be [x, y, w, h] with finite numbers and w, h >= 0, got {show(bbox)}."
+            )
         if not _is_number(ann.get("area")):
-            raise DataError(f"{where}: 'area' must be a finite number, got {ann.get('area')!r}.")
+            raise DataError(f"{where}: 'area' must be a finite number, got {show(ann.get('area'))}.")
         if ann.get("iscrowd") or ann.get("ignore"):
             raise DataError(f"{where}: LVIS has no crowd or ignored annotations; remove 'iscrowd'/'ignore'.")
     return LvisGroundTruth(data["images"], data["categories"], data["annotations"], source)
 
 
 def _read_json(path: str, what: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the {what} ({e}).") from e
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: the {what} is not valid JSON ({e}).") from e
+    return read_json(path, what, DataError)
 
 
 def load_lvis_ground_truth(source: Mapping[str, Any] | str | os.PathLike[str]) -> LvisGroundTruth:
@@ -192,7 +188,7 @@ def _check_result_records(results: Sequence[Any], source: str) -> None:
         ):
             raise DataError(
                 f"{source}[{i}] is not an LVIS box result (integer image_id and category_id, finite score, "
-                f"bbox [x, y, w, h] of finite numbers): {r!r}."
+                f"bbox [x, y, w, h] of finite numbers): {show(r)}."
             )
 
 

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from glip.errors import ConfigError
+from glip.validation import Fields, closest, join_path, read_yaml
+
+OVERRIDE_KEYS = ("categories", "caption_prompt", "template")
 
 
 @dataclass(frozen=True)
@@ -47,43 +48,84 @@ def dataset_prompt(
     """Apply an override entry and/or a ``"... {} ..."`` template to a dataset's category names.
 
     Raises:
-        ConfigError: for unknown override keys, names that are not categories of the dataset,
-            a caption prompt of the wrong length, or a template without ``{}``.
+        ConfigError: for unknown override keys, values of the wrong kind, names that are not
+            categories of the dataset, a caption prompt of the wrong length, or a template without ``{}``.
     """
     names = list(category_names)
-    override = dict(override or {})
-    unknown = set(override) - {"categories", "caption_prompt", "template"}
-    if unknown:
-        raise ConfigError(f"unknown prompt override key(s) {sorted(unknown)}: use categories, caption_prompt, template")
+    fields = Fields("prompt override", ConfigError)
+    override = check_override(override or {}, fields, "")
     renames = override.get("categories") or {}
     missing = [k for k in renames if k not in names]
     if missing:
         raise ConfigError(f"prompt override renames {missing}, which are not categories of the dataset ({names[:10]})")
-    names = [str(renames.get(n, n)) for n in names]
+    names = [renames.get(n, n) for n in names]
+    if template is not None and "template" not in override:
+        _template(template, fields, "template")
     template = override.get("template", template)
     entries = override.get("caption_prompt")
     if entries is not None:
         if len(entries) != len(names):
             raise ConfigError(f"caption_prompt has {len(entries)} entries for {len(names)} categories")
-        return DatasetPrompt(tuple(names), tuple({k: str(v) for k, v in e.items()} for e in entries))
+        return DatasetPrompt(tuple(names), tuple(entries))
     if template is not None:
-        if template.count("{}") != 1:
-            raise ConfigError(f"prompt template {template!r} must contain exactly one '{{}}' for the class name")
         prefix, suffix = template.split("{}")
         return DatasetPrompt(tuple(names), tuple({"prefix": prefix, "name": n, "suffix": suffix} for n in names))
     return DatasetPrompt(tuple(names))
+
+
+def check_override(entry: Any, fields: Fields, where: str) -> dict[str, Any]:
+    """One dataset's override entry, checked, with its names and prompt parts as strings.
+
+    Raises:
+        ConfigError: naming the field, e.g. ``bccd.categories.RBC: expected a name, got [1, 2]``.
+    """
+    entry = fields.mapping(entry, where or "override")
+    for key in entry:
+        if key not in OVERRIDE_KEYS:
+            fields.fail(join_path(where, str(key)), f"unknown key{closest(key, OVERRIDE_KEYS)}; use {OVERRIDE_KEYS}")
+    out: dict[str, Any] = {}
+    if entry.get("categories") is not None:
+        renames = fields.mapping(entry["categories"], join_path(where, "categories"))
+        out["categories"] = {
+            str(k): _text(v, fields, join_path(join_path(where, "categories"), str(k))) for k, v in renames.items()
+        }
+    if entry.get("caption_prompt") is not None:
+        at = join_path(where, "caption_prompt")
+        items = []
+        for i, item in enumerate(fields.array(entry["caption_prompt"], at)):
+            item = fields.mapping(item, f"{at}[{i}]")
+            unknown = [k for k in item if k not in ("prefix", "name", "suffix")]
+            if unknown:
+                fields.fail(f"{at}[{i}].{unknown[0]}", "unknown key: use prefix, name, suffix")
+            if "name" not in item:
+                fields.fail(f"{at}[{i}].name", "missing: each caption_prompt entry needs the class name")
+            items.append({k: _text(v, fields, f"{at}[{i}].{k}", blank=k != "name") for k, v in item.items()})
+        out["caption_prompt"] = items
+    if entry.get("template") is not None:
+        out["template"] = _template(entry["template"], fields, join_path(where, "template"))
+    return out
+
+
+def _text(value: Any, fields: Fields, where: str, blank: bool = False) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # YAML reads `1: 2` as numbers
+    return fields.string(value, where, blank=blank)
+
+
+def _template(value: Any, fields: Fields, where: str) -> str:
+    template = fields.string(value, where)
+    if template.count("{}") != 1:
+        fields.fail(where, f"prompt template {template!r} must contain exactly one '{{}}' for the class name")
+    return template
 
 
 def load_prompt_overrides(path: str | Path) -> dict[str, dict[str, Any]]:
     """Read a YAML file of per-dataset prompt overrides (see the module docstring).
 
     Raises:
-        ConfigError: if the file is missing or not a mapping of mappings.
+        ConfigError: if the file is missing, unreadable, not YAML, or not a mapping of dataset
+            names to valid override entries (the message names the bad field).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"prompt override file {p} does not exist")
-    data = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise ConfigError(f"{p} must map dataset names to override entries (categories / caption_prompt / template)")
-    return data
+    data = read_yaml(path, "prompt override file", ConfigError, mapping=True)
+    fields = Fields(path, ConfigError)
+    return {str(name): check_override(entry, fields, str(name)) for name, entry in data.items()}
