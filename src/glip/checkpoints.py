@@ -18,15 +18,17 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from glip.config import GLIPConfig, SwinConfig, TextConfig, TowerConfig, VisionConfig
-from glip.errors import CheckpointError, ConfigError
+from glip.errors import CheckpointError, ConfigError, GLIPError
 from glip.fileio import atomic_write
+from glip.validation import one_line, read_json, show
 
 logger = logging.getLogger(__name__)
 
@@ -187,13 +189,32 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
         if other:
             logger.warning("ignoring unknown checkpoint entries %s", other)
         state = obj["model"]
-    elif isinstance(obj, dict) and all(isinstance(v, Tensor) for v in obj.values()):
+    elif isinstance(obj, dict) and obj and all(isinstance(v, Tensor) for v in obj.values()):
         state = obj
     else:
         raise CheckpointError(f"{p} is not a GLIP checkpoint: expected a dict with a 'model' state dict")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
+    if bad:
+        raise CheckpointError(
+            f"{p} is not a GLIP checkpoint: {len(bad)} entries of its state dict are not named tensors"
+        )
     if state and all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
     return state
+
+
+def check_finite(state: dict[str, Tensor], source: str | Path) -> None:
+    """Refuse weights holding NaN or infinite values (a corrupt file, or a training run that diverged).
+
+    Raises:
+        CheckpointError: naming the file and the first tensors affected.
+    """
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(
+            f"{source}: {len(bad)} tensor(s) hold NaN or infinite values, e.g. {', '.join(bad[:5])}: the weights are "
+            "corrupt (or the training run diverged); use another checkpoint"
+        )
 
 
 def infer_config(state: dict[str, Tensor]) -> GLIPConfig:
@@ -221,6 +242,8 @@ def infer_config(state: dict[str, Tensor]) -> GLIPConfig:
         fpn_channels = state["backbone.fpn.fpn_inner2.weight"].shape[0]
     except KeyError as e:
         raise CheckpointError(f"not an official GLIP (Swin + BERT) checkpoint: key {e} is missing") from e
+    except (IndexError, ValueError, TypeError) as e:  # tensors of the wrong rank
+        raise CheckpointError(f"not an official GLIP (Swin + BERT) checkpoint: unexpected tensor shapes ({e})") from e
     tower_idx = {int(m[1]) for k in state if (m := re.match(r"rpn\.head\.dyhead_tower\.(\d+)\.", k))}
     early = any(".b_attn." in k for k in state)
     n_tower = len(tower_idx)
@@ -237,7 +260,10 @@ def infer_config(state: dict[str, Tensor]) -> GLIPConfig:
         intermediate_size=inter,
         vocab_size=word.shape[0],
     )
-    fusion_dim = state["rpn.head.dyhead_tower.0.b_attn.attn.v_proj.weight"].shape[0] if early else 2048
+    fusion_key = "rpn.head.dyhead_tower.0.b_attn.attn.v_proj.weight"
+    if early and (fusion_key not in state or state[fusion_key].ndim != 2):
+        raise CheckpointError(f"not an official GLIP checkpoint: {fusion_key} is missing or not a matrix")
+    fusion_dim = state[fusion_key].shape[0] if early else 2048
     # Head counts and GroupNorm groups leave no trace in the shapes: the official values are fixed.
     tower = TowerConfig(
         num_blocks=num_blocks,
@@ -299,6 +325,7 @@ def load_official(path: str | Path, config: GLIPConfig | None = None) -> tuple[o
     config = config or infer_config(official)
     model = GLIPModel(config, load_pretrained_parts=False)
     state, report = convert_official_state(official, model.state_dict(), config.tower.early_fusion)
+    check_finite(state, path)
     model.load_state_dict(state, strict=False)
     logger.info("%s", report.summary())
     return model, report
@@ -370,8 +397,14 @@ def save_model(
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> object:
     """Load one of our model folders, or an official ``.pth`` file.
 
+    The folder's files are checked before the model is built: ``config.json`` field by field, the
+    tensor names and shapes of ``model.safetensors`` against the architecture the config describes
+    (computed without allocating it), and every weight for NaN or infinite values.
+
     Raises:
-        CheckpointError: if the path is missing, incomplete, or its weights do not fit its config.
+        CheckpointError: if the path is missing, incomplete, unreadable, its weights do not fit its
+            config or hold NaN/infinite values.
+        ConfigError: if ``config.json`` is not a valid config (naming the field).
     """
     from glip.modeling.glip import GLIPModel
 
@@ -386,28 +419,63 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ob
     if not (p / CONFIG_NAME).is_file() or not (p / WEIGHTS_NAME).is_file():
         raise CheckpointError(f"{p} is not a glip model folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
     config = GLIPConfig.from_json(p / CONFIG_NAME)
-    excluded: tuple[str, ...] = ()
-    if (p / MANIFEST_NAME).is_file():
-        excluded = tuple(json.loads((p / MANIFEST_NAME).read_text()).get("excluded_prefixes", []))
-    # parts left out of the file come from the installed packages named by the config
-    model = GLIPModel(config, load_pretrained_parts=bool(excluded))
+    excluded = _excluded_prefixes(p / MANIFEST_NAME)
+    with torch.device("meta"):  # shapes only: a corrupt config cannot make us allocate a huge model
+        skeleton = _build(GLIPModel, config, p, load_pretrained_parts=False)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items() if not k.startswith(excluded)}
+    _check_names_and_shapes(_header_shapes(p / WEIGHTS_NAME), expected, p)
     try:
         state = load_file(str(p / WEIGHTS_NAME))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"cannot read {p / WEIGHTS_NAME}: {e}") from e
-    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(excluded)}
-    bad = [
-        f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
-        for k, v in state.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if bad or missing or unexpected:
-        raise CheckpointError(
-            f"weights in {p} do not match its config: {len(bad)} shape mismatches {bad[:3]}, "
-            f"{len(missing)} missing {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"
-        )
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise CheckpointError(one_line(f"cannot read {p / WEIGHTS_NAME}: {e}")) from e
+    check_finite(state, p / WEIGHTS_NAME)
+    # parts left out of the file come from the installed packages named by the config
+    model = _build(GLIPModel, config, p, load_pretrained_parts=bool(excluded))
     own = model.state_dict()
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
     return model.to(map_location)
+
+
+def _build(model_cls: type, config: GLIPConfig, folder: Path, **kwargs: bool) -> Any:
+    """``model_cls(config)``; a config that passes validation but cannot be built becomes a ConfigError."""
+    try:
+        return model_cls(config, **kwargs)
+    except GLIPError:
+        raise
+    except (ValueError, RuntimeError, TypeError, KeyError, IndexError) as e:
+        raise ConfigError(one_line(f"{folder / CONFIG_NAME}: cannot build the model it describes: {e}")) from e
+
+
+def _excluded_prefixes(manifest: Path) -> tuple[str, ...]:
+    """The ``excluded_prefixes`` of a folder's ``weights.json`` (none when the file is absent)."""
+    if not manifest.is_file():
+        return ()
+    data = read_json(manifest, "weight manifest", CheckpointError, mapping=True)
+    prefixes = data.get("excluded_prefixes", [])
+    allowed = [prefix for prefix, _ in EXCLUDABLE.values()]
+    if not isinstance(prefixes, list) or not all(x in allowed for x in prefixes):
+        raise CheckpointError(
+            f"{manifest}: excluded_prefixes must be a list of {allowed}, got {show(prefixes)}: re-save the model"
+        )
+    return tuple(prefixes)
+
+
+def _header_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a safetensors file, read from its header (no tensor is loaded)."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (a safetensors handle is not iterable)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        raise CheckpointError(one_line(f"cannot read {weights}: {e}: the file is not a safetensors file")) from e
+
+
+def _check_names_and_shapes(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], p: Path) -> None:
+    bad = [f"{k} {found[k]} vs {expected[k]}" for k in found if k in expected and found[k] != expected[k]]
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if bad or missing or unexpected:
+        raise CheckpointError(
+            f"weights in {p} do not match its config: {len(bad)} shape mismatches {bad[:3]}, "
+            f"{len(missing)} missing {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}; "
+            f"was {CONFIG_NAME} edited or copied from another model?"
+        )

@@ -22,12 +22,19 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from glip.errors import ConfigError
+from glip.fileio import atomic_write_text
+from glip.validation import Fields, build_dataclass, closest, read_json
 
 BackboneName = Literal["swin", "efficientnet_lite0", "mobilenet_v2"]
 BACKBONES: tuple[str, ...] = ("swin", "efficientnet_lite0", "mobilenet_v2")
+# Activation names the BERT-family text encoder accepts (transformers' ACT2FN).
+ACTIVATIONS: tuple[str, ...] = (
+    "gelu", "gelu_new", "gelu_fast", "gelu_python", "gelu_pytorch_tanh", "gelu_accurate", "quick_gelu",
+    "relu", "relu6", "leaky_relu", "silu", "swish", "mish", "tanh", "sigmoid", "linear",
+)  # fmt: skip
 
 # ImageNet statistics in BGR order on a 0-255 scale, as the official GLIP input pipeline uses them.
 BGR255_MEAN = (103.530, 116.280, 123.675)
@@ -219,7 +226,13 @@ class GLIPConfig:
             ConfigError: naming the field, the value, and what is accepted.
         """
         v, t, tw, h, pp, inp = self.vision, self.text, self.tower, self.head, self.postprocess, self.input
+        _check(
+            self.preset in (*PRESETS, "custom"),
+            f"preset={self.preset!r}: unknown preset, use one of {', '.join(PRESETS)} or custom"
+            f"{closest(self.preset, PRESETS)}",
+        )
         _check(v.backbone in BACKBONES, f"vision.backbone={v.backbone!r}: use one of {BACKBONES}")
+        self._validate_ranges()
         sw = v.swin
         _check(
             len(sw.depths) == len(sw.num_heads) == 4,
@@ -282,6 +295,57 @@ class GLIPConfig:
             f"text.prompt_offset_positions={t.prompt_offset_positions} must cover max_query_len={t.max_query_len}",
         )
 
+    def _validate_ranges(self) -> None:
+        """Sizes that must be positive, rates that must be probabilities, names that must be known."""
+        v, t, tw, h, pp, inp, lo = (
+            self.vision, self.text, self.tower, self.head, self.postprocess, self.input, self.loss
+        )  # fmt: skip
+        sw = v.swin
+        counts = {
+            "vision.swin.embed_dim": sw.embed_dim, "vision.swin.window_size": sw.window_size,
+            "vision.swin.patch_size": sw.patch_size, "text.hidden_size": t.hidden_size,
+            "text.num_hidden_layers": t.num_hidden_layers, "text.num_attention_heads": t.num_attention_heads,
+            "text.intermediate_size": t.intermediate_size, "text.vocab_size": t.vocab_size,
+            "text.max_position_embeddings": t.max_position_embeddings, "text.type_vocab_size": t.type_vocab_size,
+            "tower.channels": tw.channels, "tower.fusion_embed_dim": tw.fusion_embed_dim,
+            "tower.fusion_heads": tw.fusion_heads, "tower.group_norm_groups": tw.group_norm_groups,
+            "postprocess.pre_nms_top_n": pp.pre_nms_top_n, "loss.contrastive_dim": lo.contrastive_dim,
+            "loss.contrastive_max_positives": lo.contrastive_max_positives,
+            **{f"vision.swin.depths[{i}]": d for i, d in enumerate(sw.depths)},
+            **{f"vision.swin.num_heads[{i}]": n for i, n in enumerate(sw.num_heads)},
+            **{f"head.anchor_strides[{i}]": s for i, s in enumerate(h.anchor_strides)},
+        }  # fmt: skip
+        for name, value in counts.items():
+            _check(value >= 1, f"{name}={value} must be at least 1")
+        scales = {
+            "vision.swin.mlp_ratio": sw.mlp_ratio, "text.layer_norm_eps": t.layer_norm_eps,
+            "head.anchor_scale": h.anchor_scale, "head.bbox_xform_clip": h.bbox_xform_clip,
+            "tower.clamp_value": tw.clamp_value, "tower.layer_scale_init": tw.layer_scale_init,
+            **{f"head.box_coder_weights[{i}]": w for i, w in enumerate(h.box_coder_weights)},
+            **{f"input.pixel_std[{i}]": s for i, s in enumerate(inp.pixel_std)},
+        }  # fmt: skip
+        for name, value in scales.items():
+            _check(value is None or value > 0, f"{name}={value} must be positive")
+        probabilities = {
+            "vision.swin.drop_path_rate": sw.drop_path_rate, "text.hidden_dropout_prob": t.hidden_dropout_prob,
+            "text.attention_probs_dropout_prob": t.attention_probs_dropout_prob,
+            "tower.fusion_dropout": tw.fusion_dropout, "postprocess.score_threshold": pp.score_threshold,
+            "loss.focal_alpha": lo.focal_alpha,
+        }  # fmt: skip
+        for name, value in probabilities.items():
+            _check(0.0 <= value <= 1.0, f"{name}={value} must be in [0, 1]")
+        for name in (
+            "focal_gamma",
+            "token_weight",
+            "box_weight",
+            "centerness_weight",
+            "contrastive_weight",
+            "mlm_weight",
+        ):
+            _check(getattr(lo, name) >= 0, f"loss.{name}={getattr(lo, name)} must not be negative")
+        act = t.hidden_act
+        _check(act in ACTIVATIONS, f"text.hidden_act={act!r}: use one of {ACTIVATIONS}{closest(act, ACTIVATIONS)}")
+
     @property
     def layer_scale_init(self) -> float:
         """Initial value of the fusion layer scales (``1 / num_blocks`` unless set)."""
@@ -294,35 +358,35 @@ class GLIPConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GLIPConfig:
-        """Build a config from :meth:`to_dict` output; unknown keys are an error, missing keys default.
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> GLIPConfig:
+        """Build a config from :meth:`to_dict` output, checking every value against its field.
+
+        Missing keys keep their defaults.
 
         Raises:
-            ConfigError: on an unknown section or key, or a value of the wrong kind.
+            ConfigError: one line naming ``source`` and the field: an unknown section or key (with
+                the closest valid one), a value of the wrong kind, or a value that cannot work.
         """
-        if not isinstance(data, dict):
-            raise ConfigError(f"a GLIP config must be a JSON object, got {type(data).__name__}")
-        return _from_dict(cls, data, "config")
+        try:
+            return build_dataclass(cls, data, Fields(source, ConfigError))
+        except ConfigError as e:
+            if str(e).startswith(f"{source}: "):
+                raise
+            raise ConfigError(f"{source}: {e}") from e
 
     def to_json(self, path: str | Path) -> None:
-        """Write the config as indented JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the config as indented JSON (atomically)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_json(cls, path: str | Path) -> GLIPConfig:
         """Read a config written by :meth:`to_json`.
 
         Raises:
-            ConfigError: if the file is missing or not a valid config.
+            ConfigError: if the file is missing, unreadable, not UTF-8, not a JSON object, or not a
+                valid config (the message names the field).
         """
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"config file {p} is not valid JSON ({e})") from e
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, "model config file", ConfigError, mapping=True), str(path))
 
     def replace(self, **overrides: Any) -> GLIPConfig:
         """Copy with dotted-key overrides, e.g. ``replace(**{"tower.num_blocks": 2})``."""
@@ -330,14 +394,15 @@ class GLIPConfig:
         for key, value in overrides.items():
             node = data
             parts = key.split(".")
-            for part in parts[:-1]:
+            for depth, part in enumerate(parts[:-1]):
                 if part not in node or not isinstance(node[part], dict):
-                    raise ConfigError(f"unknown config section {part!r} in override {key!r}")
+                    section = ".".join(parts[: depth + 1])
+                    raise ConfigError(f"unknown config section {section!r} in override {key!r}{closest(part, node)}")
                 node = node[part]
             if parts[-1] not in node:
-                raise ConfigError(f"unknown config key {key!r}")
+                raise ConfigError(f"unknown config key {key!r}{closest(parts[-1], node)}")
             node[parts[-1]] = value
-        return GLIPConfig.from_dict(data)
+        return GLIPConfig.from_dict(data, "config override")
 
     # ------------------------------------------------------------------ presets
     @classmethod
@@ -435,30 +500,7 @@ class GLIPConfig:
 
 PRESETS: tuple[str, ...] = ("glip_t", "glip_l", "glip_t_a", "tiny", "tiny_a", "effnet_minilm", "mobilenet_minilm")
 
-_T = TypeVar("_T")
-
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
-
-
-def _from_dict(cls: type[_T], data: dict[str, Any], where: str) -> _T:
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = set(data) - set(fields)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)} in {where}; known keys: {sorted(fields)}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        default = getattr(cls(), name) if name in fields else None  # type: ignore[call-arg]
-        if dataclasses.is_dataclass(default) and not isinstance(default, type):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}.{name} must be an object, got {type(value).__name__}")
-            kwargs[name] = _from_dict(type(default), value, f"{where}.{name}")
-        elif isinstance(default, tuple):
-            if not isinstance(value, (list, tuple)):
-                raise ConfigError(f"{where}.{name} must be a list, got {type(value).__name__}")
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)

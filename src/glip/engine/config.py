@@ -10,16 +10,22 @@ The resolved recipe is saved beside the checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from glip.config import PRESETS, GLIPConfig
 from glip.errors import ConfigError
+from glip.fileio import atomic_write_text
+from glip.validation import Fields, build_dataclass, closest, coerce, join_path, parse_yaml, read_yaml, show
 
 MODES = ("full", "prompt", "linear_probe")
 KINDS = ("detection", "grounding", "image_text")
+# Parts a model folder may leave out (glip.checkpoints.EXCLUDABLE).
+EXPORT_EXCLUDABLE = ("text", "body")
 
 
 @dataclass
@@ -151,88 +157,158 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Reject values that cannot work.
+        """Reject values that cannot work (wrong choices, NaN, negative sizes or rates...).
 
         Raises:
-            ConfigError: naming the field and what is accepted.
+            ConfigError: naming the field (``optim.lr: must be positive, got -1.0``) and what is accepted.
         """
-        r, o, d = self.run, self.optim, self.data
-        if r.mode not in MODES:
-            raise ConfigError(f"run.mode={r.mode!r}: use one of {MODES}")
-        if r.amp not in ("bf16", "fp16", "none"):
-            raise ConfigError(f"run.amp={r.amp!r}: use bf16, fp16 or none")
-        if o.schedule not in ("step", "cosine"):
-            raise ConfigError(f"optim.schedule={o.schedule!r}: use step or cosine")
-        if r.max_iters < 1 or d.batch_size < 1:
-            raise ConfigError("run.max_iters and data.batch_size must be at least 1")
-        if r.export_dtype not in ("float32", "float16", "bfloat16"):
-            raise ConfigError(f"run.export_dtype={r.export_dtype!r}: use float32, float16 or bfloat16")
-        if r.ema_decay is not None and not 0.0 < r.ema_decay < 1.0:
-            raise ConfigError(f"run.ema_decay={r.ema_decay} must be in (0, 1)")
-        for s in [*d.train, *d.val]:
-            if s.kind not in KINDS:
-                raise ConfigError(f"data source {s.name!r}: kind={s.kind!r}, use one of {KINDS}")
-            if s.weight <= 0:
-                raise ConfigError(f"data source {s.name!r}: weight must be positive")
+        m, r, o, d = self.model, self.run, self.optim, self.data
+        _choice("model.preset", m.preset, PRESETS)
+        for key, value in m.overrides.items():
+            check_model_override(key, value, "model.overrides")
+        _choice("run.mode", r.mode, MODES)
+        _choice("run.amp", r.amp, ("bf16", "fp16", "none"))
+        _choice("optim.schedule", o.schedule, ("step", "cosine"))
+        _choice("run.export_dtype", r.export_dtype, ("float32", "float16", "bfloat16"))
+        for i, part in enumerate(r.export_exclude):
+            _choice(f"run.export_exclude[{i}]", part, EXPORT_EXCLUDABLE)
+        _check(bool(r.output_dir.strip()), "run.output_dir", "must not be empty", r.output_dir)
+        for name in ("max_iters", "log_every"):
+            _at_least(f"run.{name}", getattr(r, name), 1)
+        for name in ("seed", "freeze_body_stages", "eval_every", "checkpoint_every", "keep_checkpoints"):
+            _at_least(f"run.{name}", getattr(r, name), 0)
+        if r.ema_decay is not None:
+            _check(0.0 < r.ema_decay < 1.0, "run.ema_decay", "must be in (0, 1) or null", r.ema_decay)
+        _at_least("data.batch_size", d.batch_size, 1)
+        _at_least("data.num_workers", d.num_workers, 0)
+        _at_least("data.max_size", d.max_size, 1)
+        _at_least("data.max_negatives", d.max_negatives, 0)
+        _check(bool(d.min_sizes), "data.min_sizes", "must list at least one size", d.min_sizes)
+        for i, size in enumerate(d.min_sizes):
+            _at_least(f"data.min_sizes[{i}]", size, 1)
+        _check(0.0 <= d.flip_prob <= 1.0, "data.flip_prob", "must be in [0, 1]", d.flip_prob)
+        _check(o.lr > 0, "optim.lr", "must be positive", o.lr)
+        for name in ("text_lr", "body_lr_factor", "weight_decay", "bias_lr_factor", "bias_weight_decay"):
+            _check(getattr(o, name) >= 0, f"optim.{name}", "must not be negative", getattr(o, name))
+        for i, beta in enumerate(o.betas):
+            _check(0.0 <= beta < 1.0, f"optim.betas[{i}]", "must be in [0, 1)", beta)
+        _at_least("optim.warmup_iters", o.warmup_iters, 0)
+        _check(0.0 <= o.warmup_factor <= 1.0, "optim.warmup_factor", "must be in [0, 1]", o.warmup_factor)
+        for i, step in enumerate(o.steps):
+            _check(0.0 <= step <= 1.0, f"optim.steps[{i}]", "must be a fraction of max_iters in [0, 1]", step)
+        _check(o.gamma > 0, "optim.gamma", "must be positive", o.gamma)
+        _check(0.0 <= o.min_lr_factor <= 1.0, "optim.min_lr_factor", "must be in [0, 1]", o.min_lr_factor)
+        if o.clip_grad_norm is not None:
+            _check(
+                o.clip_grad_norm >= 0,
+                "optim.clip_grad_norm",
+                "must not be negative (null: no clipping)",
+                o.clip_grad_norm,
+            )
+        for section, sources in (("train", d.train), ("val", d.val)):
+            for i, s in enumerate(sources):
+                _check_source(s, f"data.{section}[{i}]")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/JSON ready)."""
         return dataclasses.asdict(self)
 
     def to_yaml(self, path: str | Path) -> None:
-        """Write the resolved recipe."""
-        Path(path).write_text(yaml.safe_dump(_lists(self.to_dict()), sort_keys=False))
+        """Write the resolved recipe (atomically)."""
+        atomic_write_text(path, yaml.safe_dump(_lists(self.to_dict()), sort_keys=False))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a dict; unknown keys are an error.
+    def from_dict(cls, data: dict[str, Any], source: str = "recipe") -> TrainConfig:
+        """Build from a dict, checking every value against its field.
 
         Raises:
-            ConfigError: on unknown keys or wrong kinds of values.
+            ConfigError: one line naming ``source`` and the field: an unknown key (with the closest
+                valid one), a value of the wrong kind (``optim.lr: expected a number, got "fast"``),
+                a missing required key, or a value out of range.
         """
-        return _build(cls, data, "recipe")
+        fields = Fields(source, ConfigError)
+        try:
+            return build_dataclass(cls, data, fields)
+        except ConfigError as e:
+            if str(e).startswith(f"{source}: "):
+                raise
+            raise ConfigError(f"{source}: {e}") from e
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
         """Read a recipe and apply ``key=value`` overrides (values parsed as YAML).
 
         Raises:
-            ConfigError: if the file is missing, not YAML, or an override names no field.
+            ConfigError: if the file is missing, unreadable, not YAML or not a mapping, an override
+                is malformed or names no field, or a value is wrong (see :meth:`from_dict`).
         """
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"training recipe {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"training recipe {p} is not valid YAML: {e}") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"training recipe {p} must be a mapping")
+        data = read_yaml(path, "training recipe", ConfigError, mapping=True)
         for item in overrides or []:
             apply_override(data, item)
-        return cls.from_dict(data)
+        return cls.from_dict(data, str(path))
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
     """Apply one ``dotted.key=value`` override in place (``model.overrides.*`` may create keys).
 
+    The key must name a field of the recipe (or of the model config after ``model.overrides.``);
+    the value is parsed as YAML and checked against the field's type.
+
     Raises:
-        ConfigError: if the override is malformed or names no field.
+        ConfigError: if the override is malformed, names no field, or its value does not fit.
     """
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: use key=value, e.g. --set optim.lr=2e-4")
     key, raw = item.split("=", 1)
-    key, value = key.strip(), yaml.safe_load(raw)
+    key = key.strip()
+    fields = Fields("--set", ConfigError)
+    value = parse_yaml(raw, f"of --set {key}", "the value", ConfigError)
     if key.startswith("model.overrides."):  # the rest is a dotted GLIPConfig field
-        data.setdefault("model", {}).setdefault("overrides", {})[key.removeprefix("model.overrides.")] = value
+        name = key.removeprefix("model.overrides.")
+        check_model_override(name, value, "model.overrides", fields)
+        model = data.setdefault("model", {})
+        if not isinstance(model, dict) or not isinstance(model.setdefault("overrides", {}), dict):
+            fields.fail("model.overrides", "the recipe's model section or its overrides are not a mapping")
+        model["overrides"][name] = value
         return
     parts = key.split(".")
+    hint: Any = TrainConfig
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[: depth + 1])
+        if not (dataclasses.is_dataclass(hint) and isinstance(hint, type)):
+            fields.fail(".".join(parts[:depth]), "is not a section: set the whole value, e.g. --set 'data.train=[...]'")
+        known = {f.name for f in dataclasses.fields(hint)}
+        if part not in known:
+            fields.fail(where, f"unknown key{closest(part, known)} (known keys: {', '.join(sorted(known))})")
+        hint = typing.get_type_hints(hint)[part]
+    coerce(value, hint, fields, key)
     node = data
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1]):
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: {part} is not a section")
+            fields.fail(".".join(parts[: depth + 1]), "is not a mapping in the recipe: fix the recipe file")
     node[parts[-1]] = value
+
+
+def check_model_override(key: Any, value: Any, where: str, fields: Fields | None = None) -> None:
+    """Check that ``key`` is a dotted :class:`~glip.config.GLIPConfig` field and ``value`` fits its type.
+
+    Raises:
+        ConfigError: naming the key (with the closest valid one) or the value.
+    """
+    fields = fields or Fields("", ConfigError)
+    at = join_path(where, str(key))
+    hint: Any = GLIPConfig
+    parts = str(key).split(".")
+    for depth, part in enumerate(parts):
+        if not (dataclasses.is_dataclass(hint) and isinstance(hint, type)):
+            fields.fail(at, f"{'.'.join(parts[:depth])} is not a section of the model config")
+        known = {f.name for f in dataclasses.fields(hint)}
+        if part not in known:
+            options = [".".join([*parts[:depth], k]) for k in known]
+            fields.fail(at, f"unknown model config field{closest('.'.join(parts[: depth + 1]), options)}")
+        hint = typing.get_type_hints(hint)[part]
+    coerce(value, hint, fields, at)
 
 
 def _lists(x: Any) -> Any:
@@ -243,34 +319,26 @@ def _lists(x: Any) -> Any:
     return x
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(fields)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)} in {where}; known: {sorted(fields)}")
-    kwargs = {}
-    hints = {f.name: f.type for f in dataclasses.fields(cls)}
-    sub = {"model": ModelSpec, "data": DataSpec, "optim": OptimSpec, "run": RunSpec}
-    for name, value in data.items():
-        if cls is TrainConfig and name in sub:
-            kwargs[name] = _build(sub[name], value, f"{where}.{name}")
-        elif cls is DataSpec and name in ("train", "val"):
-            if not isinstance(value, list):
-                raise ConfigError(f"{where}.{name} must be a list of data sources")
-            kwargs[name] = [_build(SourceSpec, v, f"{where}.{name}[{i}]") for i, v in enumerate(value)]
-        elif "tuple" in str(hints[name]) and isinstance(value, list):
-            kwargs[name] = tuple(value)
-        elif "float" in str(hints[name]) and isinstance(value, str):
-            # YAML 1.1 reads "2e-4" (no dot) as a string
-            try:
-                kwargs[name] = float(value)
-            except ValueError as e:
-                raise ConfigError(f"{where}.{name} must be a number, got {value!r}") from e
-        else:
-            kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"{where}: {e}") from e
+def _check(ok: bool, where: str, problem: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{where}: {problem}, got {show(value)}")
+
+
+def _at_least(where: str, value: int, minimum: int) -> None:
+    _check(value >= minimum, where, f"must be at least {minimum}", value)
+
+
+def _choice(where: str, value: Any, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(f"{where}: expected one of {', '.join(options)}, got {show(value)}{closest(value, options)}")
+
+
+def _check_source(s: SourceSpec, where: str) -> None:
+    _check(bool(s.name.strip()), f"{where}.name", "must not be empty", s.name)
+    _check(bool(s.annotations.strip()), f"{where}.annotations", "must name the annotation file", s.annotations)
+    _choice(f"{where}.kind", s.kind, KINDS)
+    _check(s.weight > 0, f"{where}.weight", "must be positive", s.weight)
+    if s.few_shot is not None:
+        _at_least(f"{where}.few_shot", s.few_shot, 1)
+    _at_least(f"{where}.few_shot_seed", s.few_shot_seed, 0)
+    _check(0.0 <= s.min_score <= 1.0, f"{where}.min_score", "must be in [0, 1]", s.min_score)
