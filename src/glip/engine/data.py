@@ -4,17 +4,28 @@ Resume is exact because everything about the stream is a function of the step: t
 drops the last incomplete batch of an epoch, so step ``s`` is batch ``s % B`` of epoch ``s // B``
 (``B`` batches per epoch and rank); the sampler is positioned there; each sample's prompt and
 augmentation randomness comes from ``(seed, epoch, index)``, independent of workers.
+
+Nothing of the loader touches the trainer's global generators or depends on when it started:
+
+* the ``DataLoader`` draws its workers' base seed from its own generator, seeded from
+  ``(seed, epoch, rank)`` at every epoch (by default it draws from the global torch generator at
+  each ``iter(loader)``, so a run resumed mid-epoch would shift every later dropout mask);
+* every sample is loaded, and every batch collated, with the global Python / NumPy / torch
+  generators seeded from ``(seed, epoch, index)`` and from the batch content
+  (:class:`SeededSamples`, :class:`SeededCollate`), so even a transform that draws from them is
+  reproducible, in the main process or in any worker, with or without persistent workers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from glip.config import GLIPConfig
 from glip.data import (
@@ -28,6 +39,7 @@ from glip.data import (
     TrainTransform,
     WeightedMixSampler,
 )
+from glip.engine.checkpoint import derive_seed, forked_rng
 from glip.engine.config import SourceSpec, TrainConfig
 from glip.engine.distributed import DistInfo
 from glip.errors import ConfigError
@@ -39,6 +51,53 @@ logger = logging.getLogger(__name__)
 # each source's labels are shifted by its position times this, so GLIPv2 label propagation only
 # links boxes and tokens of the same dataset's class.
 LABEL_SPACE_STRIDE = 100_000
+
+
+class SeededSamples(Dataset):
+    """A dataset whose every sample is loaded under global generators seeded from ``(seed, epoch, index)``.
+
+    Args:
+        dataset: indexed by ``(index, epoch)`` keys (:class:`MixedDataset`) or plain indices (epoch 0).
+        seed: the run's seed.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
+        index, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), 0)
+        with forked_rng(derive_seed(self.seed, epoch, index)):
+            return self.dataset[key]
+
+
+class SeededCollate:
+    """A collate function run under global generators seeded from the run's seed and the batch content.
+
+    The content (image ids, kinds and prompt texts of the samples, in order) identifies the batch
+    whatever process collates it; :class:`~glip.data.GroundingCollator` also seeds its MLM masking
+    from it.
+    """
+
+    def __init__(self, collate: Callable[[Sequence[Any]], Any], seed: int) -> None:
+        self.collate = collate
+        self.seed = int(seed)
+
+    def batch_seed(self, samples: Sequence[Any]) -> int:
+        """A 63-bit seed from the run's seed and the samples' identities."""
+        digest = hashlib.blake2b(digest_size=8)
+        digest.update(str(self.seed).encode())
+        for s in samples:
+            text = getattr(getattr(s, "prompt", None), "text", None)
+            digest.update(repr((getattr(s, "image_id", None), getattr(s, "kind", None), text)).encode())
+        return int.from_bytes(digest.digest(), "little") >> 1
+
+    def __call__(self, samples: Sequence[Any]) -> Any:
+        with forked_rng(self.batch_seed(samples)):
+            return self.collate(samples)
 
 
 @dataclass
@@ -63,16 +122,25 @@ class TrainData:
     def state_dict(self, step: int) -> dict[str, Any]:
         """Where the stream stands after ``step`` optimiser steps."""
         epoch, batch = divmod(step, self.batches_per_epoch)
-        return {"step": step, "epoch": epoch, "batch": batch, "sampler_seed": self.sampler.seed}
+        return {
+            "step": step, "epoch": epoch, "batch": batch, "sampler_seed": self.sampler.seed,
+            "world_size": self.world_size,
+        }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Check a saved position against this data (the position itself follows from the step).
 
         Raises:
-            ConfigError: if the run's data or seed changed since the checkpoint.
+            ConfigError: if the run's data, seed or number of processes changed since the checkpoint.
         """
         if int(state["sampler_seed"]) != self.sampler.seed:
             raise ConfigError("the checkpoint was written with another run.seed: resume with the same recipe")
+        saved_world = int(state.get("world_size", self.world_size))
+        if saved_world != self.world_size:
+            raise ConfigError(
+                f"the checkpoint was written by {saved_world} process(es) and this run has {self.world_size}: "
+                f"resume on {saved_world} (torchrun --nproc_per_node {saved_world}) or start a new run"
+            )
         epoch, batch = divmod(int(state["step"]), self.batches_per_epoch)
         if (epoch, batch) != (int(state["epoch"]), int(state["batch"])):
             raise ConfigError(
@@ -81,14 +149,30 @@ class TrainData:
             )
 
     def batches(self, start_step: int) -> Iterator[Any]:
-        """Endless batches from the position of ``start_step``."""
+        """Endless batches from the position of ``start_step``.
+
+        Closing the generator (``.close()``, or an exception in the loop that drives it) stops the
+        loader's worker processes at once, instead of whenever the garbage collector gets to them.
+        """
         epoch, batch = divmod(start_step, self.batches_per_epoch)
-        while True:
-            self.sampler.set_epoch(epoch)
-            offset = batch * self.batch_size * self.world_size
-            self.sampler.load_state_dict({"seed": self.sampler.seed, "epoch": epoch, "offset": offset})
-            yield from self.loader
-            epoch, batch = epoch + 1, 0
+        try:
+            while True:
+                self.sampler.set_epoch(epoch)
+                offset = batch * self.batch_size * self.world_size
+                self.sampler.load_state_dict({"seed": self.sampler.seed, "epoch": epoch, "offset": offset})
+                if self.loader.generator is not None:  # the workers' base seed: a function of the epoch
+                    self.loader.generator.manual_seed(derive_seed(self.sampler.seed, epoch, self.sampler.rank))
+                yield from self.loader
+                epoch, batch = epoch + 1, 0
+        finally:
+            self.stop_workers()
+
+    def stop_workers(self) -> None:
+        """Shut the loader's (persistent) worker processes down; the next epoch starts new ones."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None
 
     def evaluate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
         """COCO AP / AP50 of every detection validation source."""
@@ -183,9 +267,11 @@ def build_train_data(config: TrainConfig, model_config: GLIPConfig, dist: DistIn
         seed=config.run.seed,
     )  # fmt: skip
     workers = config.data.num_workers
+    seed = config.run.seed
     loader = DataLoader(
-        mixed, batch_size=config.data.batch_size, sampler=sampler, collate_fn=collator, num_workers=workers,
-        drop_last=True, pin_memory=dist.device.type == "cuda", persistent_workers=workers > 0,
+        SeededSamples(mixed, seed), batch_size=config.data.batch_size, sampler=sampler,
+        collate_fn=SeededCollate(collator, seed), num_workers=workers, drop_last=True,
+        pin_memory=dist.device.type == "cuda", persistent_workers=workers > 0, generator=torch.Generator(),
     )  # fmt: skip
     if len(loader) == 0:
         raise ConfigError(

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+from glip.errors import GLIPError
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +71,41 @@ def barrier() -> None:
     """Wait for every process (no-op when alone)."""
     if world_size() > 1:
         dist.barrier()
+
+
+T = TypeVar("T")
+
+
+def on_main(fn: Callable[[], T], info: DistInfo) -> T | None:
+    """Run ``fn`` on rank 0 only; if it fails, every rank raises (none is left waiting at a collective).
+
+    Rank 0 writes the files of a run (checkpoints, logs, the model); a full disk there must end
+    the whole job with rank 0's one-line error, not leave the other ranks blocked in their next
+    collective. Every rank must call this at the same point (it is a collective itself).
+
+    Returns:
+        ``fn()``'s result on rank 0, None elsewhere.
+
+    Raises:
+        Exception: on rank 0, whatever ``fn`` raised; :class:`GLIPError` on the other ranks.
+    """
+    error: Exception | None = None
+    result: T | None = None
+    if info.is_main:
+        try:
+            result = fn()
+        except Exception as e:  # re-raised below, once every rank knows
+            error = e
+    failed = error is not None
+    if world_size() > 1:
+        flag = torch.tensor([int(failed)], device=info.device, dtype=torch.int32)
+        dist.all_reduce(flag)
+        failed = bool(flag.item())
+    if error is not None:
+        raise error
+    if failed:
+        raise GLIPError("rank 0 failed to write the run's files: its error message says why")
+    return result
 
 
 def cleanup() -> None:

@@ -11,7 +11,21 @@ Contract (the bar is ``detectron2``'s ``train_loop``):
   optimiser and scheduler step, EMA update. Every ``log_every`` steps a JSONL record (and
   TensorBoard scalars); every ``eval_every`` COCO AP on the validation sources; every
   ``checkpoint_every`` an atomic checkpoint. At the end the (EMA) model is saved as a model folder.
-* Only rank 0 writes files and evaluates; the others wait at a barrier.
+* Only rank 0 writes files and evaluates; the others wait. A failure there (a full or read-only
+  disk raises :class:`~glip.errors.OutputError` naming the file) ends every rank.
+
+Exact resume (bit for bit on the CPU, for any step and any number of data workers) rests on one
+rule: no random number depends on how long the process has been running. At every step the
+global Python / NumPy / torch generators (dropout, drop-path) are reseeded from ``(seed, step,
+rank)``, and the criterion's sampling (GLIPv2 contrastive regions) gets a generator from the same
+key; the data stream is a function of the step (:mod:`glip.engine.data`). Everything else that
+changes during training (weights, optimiser, scheduler, scaler, EMA) is in the checkpoint.
+
+Files are never left half-written: checkpoints, ``config.yaml``, ``final_metrics.json`` and each
+file of the model folder are written atomically, the model folder is built beside its destination
+and renamed into place, and ``final_metrics.json`` (the sign of a finished run) comes last.
+Ctrl-C stops at once with ``KeyboardInterrupt`` (the CLI exits 130) after closing the logs; the
+newest checkpoint stays valid.
 """
 
 from __future__ import annotations
@@ -19,8 +33,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
+import os
+import shutil
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -29,15 +45,23 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from glip.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from glip.engine.checkpoint import (
+    derive_seed,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from glip.engine.config import TrainConfig
 from glip.engine.data import TrainData, build_train_data
-from glip.engine.distributed import all_reduce_mean, barrier, init_distributed
+from glip.engine.distributed import all_reduce_mean, barrier, init_distributed, on_main
 from glip.engine.ema import ModelEMA
 from glip.engine.metrics_log import MetricLogger
 from glip.engine.modes import apply_mode, build_model, set_train_mode
 from glip.engine.optim import build_optimizer, build_scheduler
 from glip.errors import ConfigError
+from glip.fileio import atomic_write, atomic_write_text, disk_errors
 from glip.modeling.criterion import GLIPCriterion
 from glip.modeling.glip import GLIPModel
 from glip.structures import TrainBatch
@@ -54,8 +78,7 @@ class Trainer:
         self.device = self.dist.device
         run = config.run
         self.out = Path(run.output_dir)
-        random.seed(run.seed)
-        torch.manual_seed(run.seed)
+        seed_everything(run.seed)
         self.model: GLIPModel = build_model(config.model, run.mode).to(self.device)
         self.frozen = apply_mode(self.model, run.mode, run.freeze, run.freeze_body_stages)
         self.model.tower.gradient_checkpointing = run.gradient_checkpointing
@@ -73,11 +96,18 @@ class Trainer:
             if self.dist.world_size > 1
             else None
         )
-        self.log = MetricLogger(self.out, enabled=self.dist.is_main)
-        if self.dist.is_main:
+        # a resumed run drops the log records of the steps it does again (-1: all of them)
+        resume_step = (self.step if self.step > 0 else -1) if resume else None
+        self.log = MetricLogger(self.out, enabled=False)
+        on_main(lambda: self._write_run_files(resume_step), self.dist)
+
+    def _write_run_files(self, resume_step: int | None) -> None:
+        """Rank 0: the run folder, the resolved recipe, the model config and the logs."""
+        with disk_errors(self.out):
             self.out.mkdir(parents=True, exist_ok=True)
-            config.to_yaml(self.out / "config.yaml")
-            self.model.config.to_json(self.out / "model_config.json")
+        atomic_write(self.out / "config.yaml", lambda tmp: self.config.to_yaml(tmp))
+        atomic_write(self.out / "model_config.json", lambda tmp: self.model.config.to_json(tmp))
+        self.log = MetricLogger(self.out, enabled=True, resume_step=resume_step)
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
@@ -118,14 +148,21 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
-        """One optimiser step on ``batch``; returns the (rank-local) loss values."""
+        """One optimiser step on ``batch``; returns the (rank-local) loss values.
+
+        The random numbers of the step (dropout, contrastive sampling) come from generators seeded
+        by ``(run.seed, step, rank)``, whatever ran before (see the module docstring).
+        """
         net = self.ddp or self.model
         set_train_mode(self.model, self.frozen)
+        seed, rank = self.config.run.seed, self.dist.rank
+        seed_everything(derive_seed(seed, self.step, rank))
+        generator = torch.Generator().manual_seed(derive_seed(seed, self.step, rank, 1))
         batch = batch.to(self.device, non_blocking=True)
         with self._autocast():
             out = net(batch.pixel_values, batch.input_ids, batch.attention_mask, batch.pixel_mask)
         out = _to_float(out)
-        losses = self.criterion(out, batch.targets, batch.attention_mask, batch.mlm_labels)
+        losses = self.criterion(out, batch.targets, batch.attention_mask, batch.mlm_labels, generator=generator)
         total = sum(v for k, v in losses.items() if k.startswith("loss_"))
         if not torch.isfinite(total):
             raise FloatingPointError(
@@ -148,14 +185,41 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def train(self) -> dict[str, Any]:
-        """Run to ``run.max_iters``; returns the final validation metrics (rank 0) and timings."""
+        """Run to ``run.max_iters``; returns the final validation metrics (rank 0) and timings.
+
+        Raises:
+            OutputError: if a checkpoint, a log or the model cannot be written (the newest
+                checkpoint on disk stays valid: fix the disk and resume).
+            KeyboardInterrupt: on Ctrl-C, after closing the logs.
+        """
+        try:
+            return self._train()
+        except BaseException:
+            try:
+                self.log.close()
+            except Exception as e:  # the first error is the one to report
+                logger.warning("could not close the logs of %s: %s", self.out, e)
+            raise
+
+    def _train(self) -> dict[str, Any]:
         run = self.config.run
         if run.eval_at_start and self.step == 0:
             self.evaluate()
         batches = self.data.batches(self.step)
         bar = tqdm(total=run.max_iters, initial=self.step, desc="train", unit="it", disable=not self.dist.is_main)
+        try:
+            self._loop(batches, bar)
+        finally:
+            bar.close()
+            batches.close()  # stops the loader's workers now, not at interpreter exit
+        last_eval = self.evaluate()
+        self.checkpoint()
+        on_main(lambda: self._finish(last_eval), self.dist)
+        return last_eval
+
+    def _loop(self, batches: Iterator[TrainBatch], bar: tqdm) -> None:
+        run = self.config.run
         window_t, window_imgs = time.perf_counter(), 0
-        last_eval: dict[str, Any] = {}
         while self.step < run.max_iters:
             batch = next(batches)
             values = self.train_step(batch)
@@ -169,30 +233,26 @@ class Trainer:
                 record = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], "img_per_s": rate, **values}
                 if self.device.type == "cuda":
                     record["max_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
-                self.log.write(record)
+                on_main(lambda record=record: self.log.write(record), self.dist)
                 bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{rate:.1f}")
                 window_t, window_imgs = time.perf_counter(), 0
             if run.eval_every and self.step % run.eval_every == 0 and self.step < run.max_iters:
-                last_eval = self.evaluate()
+                self.evaluate()
                 window_t, window_imgs = time.perf_counter(), 0  # throughput counts training time only
             if run.checkpoint_every and self.step % run.checkpoint_every == 0:
                 self.checkpoint()
                 window_t, window_imgs = time.perf_counter(), 0
-        bar.close()
-        last_eval = self.evaluate()
-        self.checkpoint()
-        if self.dist.is_main:
-            self.export(self.out / "model")
-            (self.out / "final_metrics.json").write_text(json.dumps(last_eval, indent=2) + "\n")
-        barrier()
+
+    def _finish(self, last_eval: dict[str, Any]) -> None:
+        """Rank 0: export the model, then ``final_metrics.json`` (written last: the run is complete)."""
+        self.export(self.out / "model")
+        atomic_write_text(self.out / "final_metrics.json", json.dumps(last_eval, indent=2) + "\n")
         self.log.close()
-        return last_eval
 
     def checkpoint(self) -> None:
-        """Write a training checkpoint (rank 0); every rank waits for it."""
-        if self.dist.is_main:
-            save_checkpoint(self.out / "checkpoints", self.step, self.state(), self.config.run.keep_checkpoints)
-        barrier()
+        """Write a training checkpoint (rank 0); every rank waits for it and fails with it."""
+        keep = self.config.run.keep_checkpoints
+        on_main(lambda: save_checkpoint(self.out / "checkpoints", self.step, self.state(), keep), self.dist)
 
     def eval_model(self) -> GLIPModel:
         """The weights validation and export use: the EMA average when enabled."""
@@ -200,16 +260,28 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         """COCO AP of every validation source (rank 0); logged and returned."""
-        results: dict[str, Any] = {}
-        if self.dist.is_main and self.data.val:
+
+        def run() -> dict[str, Any]:
             results = self.data.evaluate(self.eval_model(), self.device)
             self.log.write({"step": self.step, **{f"val/{k}": v for k, v in results.items()}})
             logger.info("step %d validation: %s", self.step, results)
-        barrier()
-        return results
+            return results
+
+        if not self.data.val:
+            barrier()
+            return {}
+        return on_main(run, self.dist) or {}
 
     def export(self, folder: Path) -> None:
-        """Save the (EMA) model as a model folder usable by ``glip predict`` (see ``run.export_*``)."""
+        """Save the (EMA) model as a model folder usable by ``glip predict`` (see ``run.export_*``).
+
+        The folder is written beside ``folder`` under a temporary name and renamed into place, so
+        ``folder`` is either the previous export or the complete new one.
+
+        Raises:
+            ConfigError: if ``run.export_exclude`` names parts that were trained.
+            OutputError: on a disk problem, naming ``folder``.
+        """
         run = self.config.run
         frozen = {"text": "text_encoder.", "body": "backbone.body."}
         trained = [
@@ -220,7 +292,19 @@ class Trainer:
         if trained:
             raise ConfigError(f"run.export_exclude lists {trained}, which were trained: they must be saved")
         dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[run.export_dtype]
-        self.eval_model().save_pretrained(folder, exclude=tuple(run.export_exclude), dtype=dtype)
+        partial, old = folder.with_name(f".{folder.name}.partial"), folder.with_name(f".{folder.name}.old")
+        with disk_errors(folder):
+            shutil.rmtree(partial, ignore_errors=True)
+            try:
+                self.eval_model().save_pretrained(partial, exclude=tuple(run.export_exclude), dtype=dtype)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+            if folder.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(folder, old)
+            os.replace(partial, folder)
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _to_float(out: Any) -> Any:
