@@ -212,7 +212,7 @@ def test_resume_on_another_number_of_processes_is_refused(data, tmp_path):
 
 @pytest.mark.slow
 def test_two_process_run_resumes_exactly_on_two_processes(tmp_path, sample_image):
-    """torchrun, 2 CPU processes (gloo): the checkpoint of step 3 (mid-epoch) resumed on 2 ranks."""
+    """torchrun, 2 CPU processes (gloo): a run completes, and its checkpoint of step 3 (mid-epoch) resumes exactly."""
     det = _dataset(tmp_path / "data", sample_image, n=10)  # 5 samples per rank: 2 batches per epoch
     full = tmp_path / "full"
     config = _recipe(det, full, max_iters=6, checkpoint_every=3, ema_decay=0.9)
@@ -229,6 +229,8 @@ def test_two_process_run_resumes_exactly_on_two_processes(tmp_path, sample_image
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     torchrun(full)
+    assert [r["step"] for r in read_metrics(full / "metrics.jsonl") if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert (full / "model" / "model.safetensors").is_file() and (full / "final_metrics.json").is_file()
     # What a kill after the checkpoint of step 3 leaves: that checkpoint, the pointer to it, the logs.
     killed = tmp_path / "killed"
     shutil.copytree(full / "checkpoints", killed / "checkpoints")

@@ -1,9 +1,6 @@
-"""The trainer on CPU with the tiny preset: it learns, it resumes exactly, it runs under torchrun."""
+"""The trainer on CPU with the tiny preset: it learns and it resumes exactly (torchrun: ``test_resume_exact``)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +10,6 @@ from PIL import Image
 from glip.engine.config import TrainConfig
 from glip.engine.metrics_log import read_metrics
 from glip.engine.trainer import Trainer
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _dataset(root: Path, sample_image: Path, n: int = 6) -> Path:
@@ -120,19 +115,3 @@ def test_image_without_boxes_gives_zero_box_losses(train_json, tmp_path, sample_
     values = trainer.train_step(batch)
     assert values["loss_box"] == 0.0 and values["loss_centerness"] == 0.0
     assert values["loss_token"] > 0 and torch.isfinite(torch.tensor(values["loss_token"]))
-
-
-@pytest.mark.slow
-def test_two_process_torchrun_on_cpu(train_json, tmp_path):
-    cfg = _recipe(train_json, tmp_path / "ddp", max_iters=3)
-    cfg.to_yaml(tmp_path / "recipe.yaml")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "-m", "glip.cli", "train", str(tmp_path / "recipe.yaml")],
-        capture_output=True, text=True, env=env, timeout=300, cwd=REPO, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    records = [r for r in read_metrics(tmp_path / "ddp" / "metrics.jsonl") if "loss" in r]
-    assert [r["step"] for r in records] == [1, 2, 3]
-    assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
