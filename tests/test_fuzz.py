@@ -317,12 +317,14 @@ def _run(n: int, seed: int, env: Env, tmp_path: Path) -> None:
         _check_cli(argv, code, err)
 
 
-def test_fuzz_cli_and_api(env, tmp_path):
+def test_fuzz_cli_and_api(env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a case that writes into the working directory writes here
     _run(FAST_CASES, seed=2026, env=env, tmp_path=tmp_path)
 
 
 @pytest.mark.slow
-def test_fuzz_long(env, tmp_path):
+def test_fuzz_long(env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     _run(SLOW_CASES, seed=7, env=env, tmp_path=tmp_path)
 
 

@@ -241,6 +241,13 @@ def probability(text: str) -> float:
     return value
 
 
+def folder(text: str) -> Path:
+    """argparse type: a non-empty path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a folder, e.g. outputs")
+    return Path(text)
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -268,7 +275,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", help="model folder (config.json + model.safetensors) or official .pth (default: the embedded model)"
     )
-    p.add_argument("--out-dir", type=Path, default=Path("outputs/eval"), help="reports and detections")
+    p.add_argument("--out-dir", type=folder, default=Path("outputs/eval"), help="reports and detections")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_speed_options(p)
@@ -298,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model folder or official GLIP .pth (default: the embedded small model, see docs/default_model.md)",
     )
     p.add_argument("--threshold", type=probability, default=0.3, help="minimum score to report, 0-1 (default 0.3)")
-    p.add_argument("--out-dir", default="outputs", type=Path, help="where JSON and pictures go (default outputs/)")
+    p.add_argument("--out-dir", default="outputs", type=folder, help="where JSON and pictures go (default outputs/)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_speed_options(p)
