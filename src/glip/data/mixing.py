@@ -155,7 +155,7 @@ class WeightedMixSampler(Sampler):
 
     def epoch_indices(self, epoch: int) -> list[int]:
         """The global index list of an epoch (before sharding); depends only on ``(seed, epoch)``."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(epoch))
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + int(epoch)) % 2**63)
         chosen: list[int] = []
         for k, (size, count) in enumerate(zip(self.sizes, self.counts(), strict=True)):
             passes = []

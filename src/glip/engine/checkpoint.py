@@ -50,6 +50,7 @@ def derive_seed(*keys: int) -> int:
 
 def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, NumPy's global generator and torch (CPU and every CUDA device)."""
+    seed = int(seed) % 2**63  # torch takes 64-bit seeds; a recipe may give any integer
     random.seed(seed)
     np.random.seed(seed & 0xFFFFFFFF)
     torch.manual_seed(seed)
@@ -64,6 +65,7 @@ def forked_rng(seed: int) -> Iterator[None]:
     main process and in any worker, in an interrupted run and in an uninterrupted one.
     """
     py, npy, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    seed = int(seed) % 2**63
     random.seed(seed)
     np.random.seed(seed & 0xFFFFFFFF)
     torch.default_generator.manual_seed(seed)

@@ -61,7 +61,7 @@ from glip.engine.metrics_log import MetricLogger
 from glip.engine.modes import apply_mode, build_model, set_train_mode
 from glip.engine.optim import build_optimizer, build_scheduler
 from glip.errors import ConfigError
-from glip.fileio import atomic_write, atomic_write_text, disk_errors
+from glip.fileio import atomic_write_text, disk_errors
 from glip.modeling.criterion import GLIPCriterion
 from glip.modeling.glip import GLIPModel
 from glip.structures import TrainBatch
@@ -105,8 +105,8 @@ class Trainer:
         """Rank 0: the run folder, the resolved recipe, the model config and the logs."""
         with disk_errors(self.out):
             self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.out / "config.yaml", lambda tmp: self.config.to_yaml(tmp))
-        atomic_write(self.out / "model_config.json", lambda tmp: self.model.config.to_json(tmp))
+        self.config.to_yaml(self.out / "config.yaml")  # both atomic (glip.fileio)
+        self.model.config.to_json(self.out / "model_config.json")
         self.log = MetricLogger(self.out, enabled=True, resume_step=resume_step)
 
     # ------------------------------------------------------------------ state
