@@ -213,7 +213,8 @@ class Trainer:
             bar.close()
             batches.close()  # stops the loader's workers now, not at interpreter exit
         last_eval = self.evaluate()
-        self.checkpoint()
+        if not (run.checkpoint_every and self.step % run.checkpoint_every == 0):  # else written in the loop
+            self.checkpoint()
         on_main(lambda: self._finish(last_eval), self.dist)
         return last_eval
 
@@ -246,8 +247,8 @@ class Trainer:
     def _finish(self, last_eval: dict[str, Any]) -> None:
         """Rank 0: export the model, then ``final_metrics.json`` (written last: the run is complete)."""
         self.export(self.out / "model")
-        atomic_write_text(self.out / "final_metrics.json", json.dumps(last_eval, indent=2) + "\n")
         self.log.close()
+        atomic_write_text(self.out / "final_metrics.json", json.dumps(last_eval, indent=2) + "\n")
 
     def checkpoint(self) -> None:
         """Write a training checkpoint (rank 0); every rank waits for it and fails with it."""
