@@ -15,9 +15,11 @@ import builtins
 import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +31,10 @@ from glip.cli import main
 from glip.engine import checkpoint as checkpoint_module
 from glip.engine import metrics_log
 from glip.engine.checkpoint import POINTER
+from glip.engine.distributed import DistInfo, on_main
 from glip.engine.metrics_log import MetricLogger, read_metrics
 from glip.engine.trainer import Trainer
-from glip.errors import OutputError
+from glip.errors import GLIPError, OutputError
 from glip.modeling.glip import GLIPModel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -231,3 +234,38 @@ def test_sigint_with_data_workers_exits_130_without_traceback(tmp_path, sample_i
     assert "Traceback" not in err and "Error" not in err, err[-2000:]
     pointer = (out / "checkpoints" / POINTER).read_text().strip()
     assert torch.load(out / "checkpoints" / pointer, weights_only=True)["step"] > 0
+
+
+def _rank_main(rank: int, world: int, port: int, results: Path) -> None:
+    """One process of :func:`test_a_write_failure_on_rank_0_ends_every_rank`."""
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    info = DistInfo(rank, world, rank, torch.device("cpu"))
+
+    def full() -> None:
+        raise OutputError("cannot write ckpt_00000004.pt: the disk is full")
+
+    try:
+        on_main(full, info)
+        outcome = "no error"
+    except GLIPError as e:
+        outcome = f"{type(e).__name__}: {e}"
+    (results / f"{rank}.error").write_text(outcome)
+    (results / f"{rank}.result").write_text(repr(on_main(lambda: 42, info)))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_write_failure_on_rank_0_ends_every_rank(tmp_path):
+    """Rank 0 writes the files; when it fails, the other ranks stop too instead of waiting forever."""
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_main, args=(2, port, tmp_path), nprocs=2, join=True)
+    assert (tmp_path / "0.error").read_text() == "OutputError: cannot write ckpt_00000004.pt: the disk is full"
+    assert (tmp_path / "1.error").read_text().startswith("GLIPError: rank 0 failed")
+    assert [(tmp_path / f"{r}.result").read_text() for r in (0, 1)] == ["42", "None"]
