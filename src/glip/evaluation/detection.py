@@ -24,6 +24,7 @@ from tqdm import tqdm
 from glip.data.coco import CocoDataset
 from glip.evaluation.coco_eval import DetectionMetrics, evaluate_detections
 from glip.evaluation.prompts import DatasetPrompt, dataset_prompt
+from glip.fileio import atomic_write_text
 from glip.predictor import GLIPPredictor
 from glip.processing import load_image
 from glip.structures import Detections, xyxy_to_xywh
@@ -143,10 +144,7 @@ def evaluate_coco_dataset(
     split = split or dataset.annotation_file.stem
     det_file = None
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        det_file = str(out / f"{name}_{split}_detections.json")
-        Path(det_file).write_text(json.dumps(results))
+        det_file = str(atomic_write_text(Path(out_dir) / f"{name}_{split}_detections.json", json.dumps(results)))
     report = EvalReport(
         dataset=name, split=split, annotation_file=str(dataset.annotation_file), num_images=len(dataset),
         prompt=prompt.describe(), metrics=metrics.to_dict(), seconds=round(seconds, 2),
@@ -195,9 +193,7 @@ def evaluate_lvis_dataset(
     split = split or dataset.annotation_file.stem
     det_file = None
     if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        det_file = str(Path(out_dir) / f"{name}_{split}_lvis_detections.json")
-        Path(det_file).write_text(json.dumps(results))
+        det_file = str(atomic_write_text(Path(out_dir) / f"{name}_{split}_lvis_detections.json", json.dumps(results)))
     report = EvalReport(
         dataset=name, split=split, annotation_file=str(dataset.annotation_file), num_images=len(dataset),
         prompt=f"{len(prompt.names)} categories in chunks of {LVIS_CLASSES_PER_CHUNK}", metrics=metrics.to_dict(),

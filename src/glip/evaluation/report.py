@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from glip.evaluation.detection import EvalReport
+from glip.fileio import atomic_write_text
 
 MAIN_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -64,10 +65,8 @@ def suite_markdown(reports: Sequence[EvalReport], average: dict[str, Any]) -> st
 
 
 def write_reports(out_dir: str | Path, stem: str, markdown: str, payload: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``<stem>.md`` and ``<stem>.json`` into ``out_dir``."""
+    """Write ``<stem>.md`` and ``<stem>.json`` into ``out_dir`` (atomically; disk problems are OutputError)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    md, js = out / f"{stem}.md", out / f"{stem}.json"
-    md.write_text(markdown)
-    js.write_text(json.dumps(payload, indent=2) + "\n")
+    md = atomic_write_text(out / f"{stem}.md", markdown)
+    js = atomic_write_text(out / f"{stem}.json", json.dumps(payload, indent=2) + "\n")
     return md, js
