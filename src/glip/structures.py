@@ -21,6 +21,8 @@ class Detections:
             grounding prompts).
         label_names: ``K`` strings: the class name or phrase of each detection.
         image_size: ``(height, width)`` of the original image.
+        masks: ``(K, height, width)`` bool instance masks in original-image pixels, or None when the
+            model has no mask head or masks were not asked for.
     """
 
     boxes_xyxy: Tensor
@@ -28,6 +30,7 @@ class Detections:
     labels: Tensor
     label_names: list[str] = field(default_factory=list)
     image_size: tuple[int, int] = (0, 0)
+    masks: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -45,6 +48,7 @@ class Detections:
             self.labels[sel],
             [self.label_names[i] for i in idx],
             self.image_size,
+            None if self.masks is None else self.masks[sel.to(self.masks.device)],
         )
 
     def above(self, threshold: float) -> Detections:
@@ -59,17 +63,24 @@ class Detections:
             self.labels.to(device),
             list(self.label_names),
             self.image_size,
+            None if self.masks is None else self.masks.to(device),
         )
 
     def to_list(self) -> list[dict[str, Any]]:
-        """JSON-ready records ``{"box_xyxy", "score", "label", "label_name"}``."""
+        """JSON-ready records ``{"box_xyxy", "score", "label", "label_name"}`` (+ ``"mask"``: COCO RLE)."""
         boxes = self.boxes_xyxy.detach().cpu().tolist()
         scores = self.scores.detach().cpu().tolist()
         labels = self.labels.detach().cpu().tolist()
-        return [
+        records = [
             {"box_xyxy": [round(c, 2) for c in b], "score": round(s, 4), "label": int(lab), "label_name": name}
             for b, s, lab, name in zip(boxes, scores, labels, self.label_names, strict=True)
         ]
+        if self.masks is not None:
+            from glip.masks import encode_rle
+
+            for record, mask in zip(records, self.masks, strict=True):
+                record["mask"] = encode_rle(mask)
+        return records
 
 
 def xyxy_to_xywh(boxes_xyxy: Tensor, legacy_plus_one: bool = True) -> Tensor:
@@ -130,6 +141,8 @@ class GroundingSample:
             GLIPv2's label propagation), or -1 for phrases of free captions.
         kind: ``"detection"``, ``"grounding"`` or ``"image_text"`` (pseudo-labelled caption).
         image_id: identifier of the source record (for logs and errors).
+        masks: ``(M, H, W)`` bool instance masks in original-image pixels, one per box, or None when
+            the source has no masks.
     """
 
     image: Any
@@ -139,6 +152,7 @@ class GroundingSample:
     entity_labels: list[int]
     kind: str = "detection"
     image_id: Any = None
+    masks: Tensor | None = None
 
 
 @dataclass
@@ -153,6 +167,7 @@ class GroundingTarget:
             (special tokens, separators, padding and caption tokens): the label-propagation map.
         kind: as :attr:`GroundingSample.kind`.
         image_size: ``(height, width)`` of the resized image.
+        masks: ``(M, h, w)`` bool instance masks at the resized image size, or None (no masks in the source).
     """
 
     boxes_xyxy: Tensor
@@ -161,12 +176,14 @@ class GroundingTarget:
     token_labels: Tensor
     kind: str = "detection"
     image_size: tuple[int, int] = (0, 0)
+    masks: Tensor | None = None
 
     def to(self, device: torch.device | str) -> GroundingTarget:
         """Move the tensors to ``device``."""
         return GroundingTarget(
             self.boxes_xyxy.to(device), self.positive_map.to(device), self.box_labels.to(device),
             self.token_labels.to(device), self.kind, self.image_size,
+            None if self.masks is None else self.masks.to(device),
         )  # fmt: skip
 
 
