@@ -238,7 +238,6 @@ class GLIPConfig:
             len(sw.depths) == len(sw.num_heads) == 4,
             f"vision.swin.depths={sw.depths} and num_heads={sw.num_heads} must both have 4 stages",
         )
-        _check(v.fpn_channels > 0, f"vision.fpn_channels={v.fpn_channels} must be positive")
         _check(
             t.hidden_size % t.num_attention_heads == 0,
             f"text.hidden_size={t.hidden_size} is not a multiple of text.num_attention_heads={t.num_attention_heads}",
@@ -247,7 +246,6 @@ class GLIPConfig:
             2 <= t.max_query_len <= t.max_position_embeddings,
             f"text.max_query_len={t.max_query_len} must be in [2, {t.max_position_embeddings}]",
         )
-        _check(tw.num_blocks >= 1, f"tower.num_blocks={tw.num_blocks} must be at least 1")
         _check(
             tw.channels == v.fpn_channels,
             f"tower.channels={tw.channels} must equal vision.fpn_channels={v.fpn_channels}",
@@ -276,15 +274,12 @@ class GLIPConfig:
             f"postprocess.score_aggregation={pp.score_aggregation!r}: use 'mean' or 'max'",
         )
         _check(0.0 <= pp.nms_threshold <= 1.0, f"postprocess.nms_threshold={pp.nms_threshold} must be in [0, 1]")
-        _check(pp.detections_per_image > 0, "postprocess.detections_per_image must be positive")
         _check(inp.input_format in ("bgr255", "rgb"), f"input.input_format={inp.input_format!r}: use 'bgr255' or 'rgb'")
         _check(
             0 < inp.min_size <= inp.max_size,
             f"input.min_size={inp.min_size} and max_size={inp.max_size}: need 0 < min_size <= max_size",
         )
-        _check(inp.size_divisibility >= 1, "input.size_divisibility must be at least 1")
         lo = self.loss
-        _check(lo.atss_topk >= 1, f"loss.atss_topk={lo.atss_topk} must be at least 1")
         _check(0.0 <= lo.mlm_probability < 1.0, f"loss.mlm_probability={lo.mlm_probability} must be in [0, 1)")
         _check(
             not lo.mlm or tw.early_fusion,
@@ -296,27 +291,36 @@ class GLIPConfig:
         )
 
     def _validate_ranges(self) -> None:
-        """Sizes that must be positive, rates that must be probabilities, names that must be known."""
+        """Counts and sizes within bounds (a corrupt config must not build a huge model), rates that are
+        probabilities, scales that are positive, names that are known."""
         v, t, tw, h, pp, inp, lo = (
             self.vision, self.text, self.tower, self.head, self.postprocess, self.input, self.loss
         )  # fmt: skip
-        sw = v.swin
-        counts = {
-            "vision.swin.embed_dim": sw.embed_dim, "vision.swin.window_size": sw.window_size,
-            "vision.swin.patch_size": sw.patch_size, "text.hidden_size": t.hidden_size,
-            "text.num_hidden_layers": t.num_hidden_layers, "text.num_attention_heads": t.num_attention_heads,
-            "text.intermediate_size": t.intermediate_size, "text.vocab_size": t.vocab_size,
-            "text.max_position_embeddings": t.max_position_embeddings, "text.type_vocab_size": t.type_vocab_size,
-            "tower.channels": tw.channels, "tower.fusion_embed_dim": tw.fusion_embed_dim,
-            "tower.fusion_heads": tw.fusion_heads, "tower.group_norm_groups": tw.group_norm_groups,
-            "postprocess.pre_nms_top_n": pp.pre_nms_top_n, "loss.contrastive_dim": lo.contrastive_dim,
-            "loss.contrastive_max_positives": lo.contrastive_max_positives,
-            **{f"vision.swin.depths[{i}]": d for i, d in enumerate(sw.depths)},
-            **{f"vision.swin.num_heads[{i}]": n for i, n in enumerate(sw.num_heads)},
-            **{f"head.anchor_strides[{i}]": s for i, s in enumerate(h.anchor_strides)},
+        sw, layers, heads, width = v.swin, 256, 1024, 65536
+        bounds: dict[str, tuple[int, int]] = {  # name: (value, upper bound); all at least 1
+            "vision.swin.embed_dim": (sw.embed_dim, width), "vision.swin.window_size": (sw.window_size, 1024),
+            "vision.swin.patch_size": (sw.patch_size, 1024), "vision.fpn_channels": (v.fpn_channels, width),
+            "text.hidden_size": (t.hidden_size, width), "text.num_hidden_layers": (t.num_hidden_layers, layers),
+            "text.num_attention_heads": (t.num_attention_heads, heads),
+            "text.intermediate_size": (t.intermediate_size, 4 * width), "text.vocab_size": (t.vocab_size, 2**21),
+            "text.max_position_embeddings": (t.max_position_embeddings, width),
+            "text.type_vocab_size": (t.type_vocab_size, 1024),
+            "text.prompt_offset_positions": (t.prompt_offset_positions, width),
+            "tower.num_blocks": (tw.num_blocks, layers), "tower.channels": (tw.channels, width),
+            "tower.fusion_embed_dim": (tw.fusion_embed_dim, width), "tower.fusion_heads": (tw.fusion_heads, heads),
+            "tower.group_norm_groups": (tw.group_norm_groups, width),
+            "postprocess.pre_nms_top_n": (pp.pre_nms_top_n, 10**6),
+            "postprocess.detections_per_image": (pp.detections_per_image, 10**6),
+            "input.min_size": (inp.min_size, 16384), "input.max_size": (inp.max_size, 16384),
+            "input.size_divisibility": (inp.size_divisibility, 1024), "loss.atss_topk": (lo.atss_topk, 10**4),
+            "loss.contrastive_dim": (lo.contrastive_dim, width),
+            "loss.contrastive_max_positives": (lo.contrastive_max_positives, 10**6),
+            **{f"vision.swin.depths[{i}]": (d, layers) for i, d in enumerate(sw.depths)},
+            **{f"vision.swin.num_heads[{i}]": (n, heads) for i, n in enumerate(sw.num_heads)},
+            **{f"head.anchor_strides[{i}]": (s, 4096) for i, s in enumerate(h.anchor_strides)},
         }  # fmt: skip
-        for name, value in counts.items():
-            _check(value >= 1, f"{name}={value} must be at least 1")
+        for name, (value, upper) in bounds.items():
+            _check(1 <= value <= upper, f"{name}={value} must be in [1, {upper}]")
         scales = {
             "vision.swin.mlp_ratio": sw.mlp_ratio, "text.layer_norm_eps": t.layer_norm_eps,
             "head.anchor_scale": h.anchor_scale, "head.bbox_xform_clip": h.bbox_xform_clip,
@@ -324,16 +328,17 @@ class GLIPConfig:
             **{f"head.box_coder_weights[{i}]": w for i, w in enumerate(h.box_coder_weights)},
             **{f"input.pixel_std[{i}]": s for i, s in enumerate(inp.pixel_std)},
         }  # fmt: skip
-        for name, value in scales.items():
-            _check(value is None or value > 0, f"{name}={value} must be positive")
+        for name, scale in scales.items():
+            _check(scale is None or scale > 0, f"{name}={scale} must be positive")
+        _check(sw.mlp_ratio <= 64, f"vision.swin.mlp_ratio={sw.mlp_ratio} must be at most 64")
         probabilities = {
             "vision.swin.drop_path_rate": sw.drop_path_rate, "text.hidden_dropout_prob": t.hidden_dropout_prob,
             "text.attention_probs_dropout_prob": t.attention_probs_dropout_prob,
             "tower.fusion_dropout": tw.fusion_dropout, "postprocess.score_threshold": pp.score_threshold,
             "loss.focal_alpha": lo.focal_alpha,
         }  # fmt: skip
-        for name, value in probabilities.items():
-            _check(0.0 <= value <= 1.0, f"{name}={value} must be in [0, 1]")
+        for name, p in probabilities.items():
+            _check(0.0 <= p <= 1.0, f"{name}={p} must be in [0, 1]")
         for name in (
             "focal_gamma",
             "token_weight",

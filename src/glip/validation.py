@@ -37,6 +37,7 @@ from glip.errors import ConfigError, DataError, GLIPError
 
 _T = TypeVar("_T")
 ErrorType = type[GLIPError]
+MAX_PIXELS = 1e9  # a box coordinate beyond this is not a pixel position (and overflows float32 maths)
 
 
 # ------------------------------------------------------------------------------------ messages
@@ -239,6 +240,13 @@ class Fields:
             self.fail(where, f"must be at least {minimum}, got {value}")
         return float(value)
 
+    def size(self, value: Any, where: str) -> float:
+        """An image width or height: a positive number of pixels (at most :data:`MAX_PIXELS`)."""
+        size = self.number(value, where, positive=True)
+        if size > MAX_PIXELS:
+            self.fail(where, f"must be a number of pixels (at most {MAX_PIXELS:.0e}), got {show(value)}")
+        return size
+
     def string(self, value: Any, where: str, *, blank: bool = False) -> str:
         """A string, not blank unless ``blank``."""
         if not isinstance(value, str):
@@ -264,6 +272,8 @@ class Fields:
         """``[x, y, width, height]``: 4 finite numbers (sizes may be <= 0: callers decide to skip)."""
         if not (isinstance(value, (list, tuple)) and len(value) == 4 and all(is_number(v) for v in value)):
             self.fail(where, f"expected [x, y, width, height] (4 finite numbers), got {show(value)}")
+        if any(abs(v) > MAX_PIXELS for v in value):
+            self.fail(where, f"coordinates must be pixels (at most {MAX_PIXELS:.0e} in size), got {show(value)}")
         x, y, w, h = (float(v) for v in value)
         return x, y, w, h
 

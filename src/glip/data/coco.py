@@ -125,8 +125,8 @@ def _validate(path: Path, data: dict[str, Any]) -> tuple[list, list, dict, Count
         fields.require(im, ("id", "file_name", "width", "height"), where, "image")
         fields.unique(fields.ident(im["id"], f"{where}.id", strings=False), seen_images, f"{where}.id")
         fields.string(im["file_name"], f"{where}.file_name")
-        fields.number(im["width"], f"{where}.width", positive=True)
-        fields.number(im["height"], f"{where}.height", positive=True)
+        fields.size(im["width"], f"{where}.width")
+        fields.size(im["height"], f"{where}.height")
         images.append(im)
     categories, seen_cats = [], {}
     for i, cat in enumerate(data["categories"]):

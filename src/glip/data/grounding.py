@@ -77,7 +77,7 @@ def coco_boxes_to_xyxy(boxes_xywh: Sequence[Sequence[float]], width: int, height
         ``(K, 4)`` float32 ``boxes_xyxy`` with ``x2 = x + w - 1`` clipped to the image, and the
         indices of the input boxes kept (``x2 > x1`` and ``y2 > y1`` after clipping).
     """
-    boxes = torch.as_tensor(boxes_xywh, dtype=torch.float32).reshape(-1, 4)
+    boxes = torch.tensor([[float(v) for v in box] for box in boxes_xywh], dtype=torch.float32).reshape(-1, 4)
     x1, y1, w, h = boxes.unbind(-1)
     xyxy = torch.stack((x1, y1, x1 + (w - 1).clamp(min=0), y1 + (h - 1).clamp(min=0)), dim=-1)
     xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, width - 1)

@@ -118,8 +118,8 @@ def parse_mdetr(data: Any, source: str, *, require_size: bool = False, require_a
         fields.string(im["file_name"], f"{where}.file_name")
         fields.string(im["caption"], f"{where}.caption")
         if require_size:
-            fields.number(im["width"], f"{where}.width", positive=True)
-            fields.number(im["height"], f"{where}.height", positive=True)
+            fields.size(im["width"], f"{where}.width")
+            fields.size(im["height"], f"{where}.height")
         images[entry_id] = im
         positions[entry_id] = i
     boxes = [_box(ann, j, images, fields) for j, ann in enumerate(annotations)]

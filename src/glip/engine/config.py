@@ -276,7 +276,9 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     for depth, part in enumerate(parts):
         where = ".".join(parts[: depth + 1])
         if not (dataclasses.is_dataclass(hint) and isinstance(hint, type)):
-            fields.fail(".".join(parts[:depth]), "is not a section: set the whole value, e.g. --set 'data.train=[...]'")
+            fields.fail(
+                ".".join(parts[:depth]), "is a value, not a section: set the whole value, e.g. --set 'data.train=[...]'"
+            )
         known = {f.name for f in dataclasses.fields(hint)}
         if part not in known:
             fields.fail(where, f"unknown key{closest(part, known)} (known keys: {', '.join(sorted(known))})")
