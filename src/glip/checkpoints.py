@@ -437,12 +437,13 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ob
 
 
 def _build(model_cls: type, config: GLIPConfig, folder: Path, **kwargs: bool) -> Any:
-    """``model_cls(config)``; a config that passes validation but cannot be built becomes a ConfigError."""
+    """``model_cls(config)``; a config that passes validation but cannot be built (or whose packaged or
+    referenced parts cannot be read) becomes a one-line ConfigError."""
     try:
         return model_cls(config, **kwargs)
     except GLIPError:
         raise
-    except (ValueError, RuntimeError, TypeError, KeyError, IndexError) as e:
+    except (ValueError, RuntimeError, TypeError, KeyError, IndexError, OSError, SafetensorError) as e:
         raise ConfigError(one_line(f"{folder / CONFIG_NAME}: cannot build the model it describes: {e}")) from e
 
 

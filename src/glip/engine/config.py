@@ -55,7 +55,7 @@ class SourceSpec:
         images: the images folder (default: derived from the annotation file's location).
         weight: sampling weight in the mixture.
         prompt_overrides: class name → prompt words (detection sources).
-        few_shot: keep k images per category (official ODinW greedy selection); None keeps all.
+        few_shot: keep k images per category (official ODinW greedy selection); None or 0 keeps all.
         few_shot_seed: shuffle seed of the few-shot selection.
         min_score: pseudo-box score threshold (image_text sources).
     """
@@ -175,7 +175,7 @@ class TrainConfig:
         _check(bool(r.output_dir.strip()), "run.output_dir", "must not be empty", r.output_dir)
         for name in ("max_iters", "log_every"):
             _at_least(f"run.{name}", getattr(r, name), 1)
-        for name in ("seed", "freeze_body_stages", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        for name in ("freeze_body_stages", "eval_every", "checkpoint_every", "keep_checkpoints"):
             _at_least(f"run.{name}", getattr(r, name), 0)
         if r.ema_decay is not None:
             _check(0.0 < r.ema_decay < 1.0, "run.ema_decay", "must be in (0, 1) or null", r.ema_decay)
@@ -341,6 +341,5 @@ def _check_source(s: SourceSpec, where: str) -> None:
     _choice(f"{where}.kind", s.kind, KINDS)
     _check(s.weight > 0, f"{where}.weight", "must be positive", s.weight)
     if s.few_shot is not None:
-        _at_least(f"{where}.few_shot", s.few_shot, 1)
-    _at_least(f"{where}.few_shot_seed", s.few_shot_seed, 0)
+        _at_least(f"{where}.few_shot", s.few_shot, 0)
     _check(0.0 <= s.min_score <= 1.0, f"{where}.min_score", "must be in [0, 1]", s.min_score)
