@@ -18,6 +18,7 @@ from torch import Tensor
 from glip.errors import DataError
 
 Rle = dict[str, Any]
+MAX_MASK_PIXELS = 1 << 30  # a larger mask is not an image's (and would not fit in memory as bool)
 
 
 def encode_rle(mask: Tensor | np.ndarray) -> Rle:
@@ -42,13 +43,30 @@ def decode_rle(rle: Mapping[str, Any]) -> Tensor:
     Raises:
         DataError: for a record that is not a valid RLE.
     """
+    expected = "expected {'size': [H, W], 'counts': ...}"
+    if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
+        raise DataError(f"not a valid COCO RLE mask: {expected}")
+    size, counts = rle["size"], rle["counts"]
+    if not (
+        isinstance(size, (list, tuple))
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size)
+    ):
+        raise DataError(f"not a valid COCO RLE mask: 'size' must be [height, width] (2 integers >= 0), got {size!r}")
+    h, w = int(size[0]), int(size[1])
+    if h * w > MAX_MASK_PIXELS:
+        raise DataError(f"not a valid COCO RLE mask: size {h}x{w} is larger than any image")
+    if isinstance(counts, list):
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+            raise DataError("not a valid COCO RLE mask: uncompressed 'counts' must be run lengths (integers >= 0)")
+    elif not isinstance(counts, (str, bytes)):
+        raise DataError(f"not a valid COCO RLE mask: 'counts' must be a string or a list, got {type(counts).__name__}")
     try:
-        if isinstance(rle.get("counts"), list):  # uncompressed (iscrowd annotations)
-            h, w = rle["size"]
-            rle = mask_utils.frPyObjects(dict(rle), h, w)
+        if isinstance(counts, list):  # uncompressed (iscrowd annotations)
+            rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
         return torch.from_numpy(mask_utils.decode(_as_rle(rle)).astype(bool))
-    except (KeyError, TypeError, ValueError) as e:
-        raise DataError(f"not a valid COCO RLE mask ({e}): expected {{'size': [H, W], 'counts': ...}}") from e
+    except (KeyError, TypeError, ValueError, RuntimeError, UnicodeError) as e:
+        raise DataError(f"not a valid COCO RLE mask ({str(e).strip()})") from e
 
 
 def segmentation_to_mask(segmentation: Any, height: int, width: int) -> Tensor:
@@ -89,9 +107,36 @@ def mask_iou(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(union_ > 0, inter / union_.clamp(min=1), torch.zeros_like(inter))
 
 
+def intersection_union(a: Tensor, b: Tensor) -> tuple[int, int]:
+    """Pixel counts of ``a & b`` and ``a | b`` for two ``(H, W)`` bool masks of the same size."""
+    if a.shape != b.shape:
+        raise ValueError(f"masks of different sizes: {tuple(a.shape)} and {tuple(b.shape)}")
+    return int((a & b).sum()), int((a | b).sum())
+
+
+def mask_outline(mask: Tensor, width: int = 2) -> Tensor:
+    """The inner boundary of a mask: ``(H, W)`` bool → ``(H, W)`` bool, the mask pixels within
+    ``width`` pixels (chessboard distance) of a background pixel. The image border is not a boundary."""
+    if width <= 0 or mask.numel() == 0:
+        return torch.zeros_like(mask, dtype=torch.bool)
+    background = (~mask.bool()).float()[None, None]
+    near = torch.nn.functional.max_pool2d(background, 2 * width + 1, stride=1, padding=width)[0, 0] > 0
+    return mask.bool() & near
+
+
 def rle_area(rles: Sequence[Mapping[str, Any]]) -> list[int]:
     """Foreground pixel count of each RLE."""
     return [int(a) for a in mask_utils.area([_as_rle(r) for r in rles])]
 
 
-__all__ = ["Rle", "decode_rle", "encode_rle", "mask_iou", "rle_area", "segmentation_to_mask", "union"]
+__all__ = [
+    "Rle",
+    "decode_rle",
+    "encode_rle",
+    "intersection_union",
+    "mask_iou",
+    "mask_outline",
+    "rle_area",
+    "segmentation_to_mask",
+    "union",
+]
