@@ -150,9 +150,7 @@ def predict_files(
     with disk_errors(out):
         out.mkdir(parents=True, exist_ok=True)
     result = BatchResult()
-    for stem, path in tqdm(
-        list(zip(stems, paths, strict=True)), desc="detecting", unit="img", disable=not progress
-    ):
+    for stem, path in tqdm(list(zip(stems, paths, strict=True)), desc="detecting", unit="img", disable=not progress):
         try:
             image = to_pil(path)
         except ImageError as e:

@@ -95,7 +95,9 @@ def test_prompt_overrides_and_templates(tmp_path):
         dataset_prompt(["cat"], {"caption_prompt": [{"name": "a"}, {"name": "b"}]})
     with pytest.raises(ConfigError, match="exactly one"):
         dataset_prompt(["cat"], None, "no slot")
-    shipped = load_prompt_overrides(Path(__file__).resolve().parents[2] / "src" / "glip" / "recipes" / "prompts" / "shared_data.yaml")
+    from glip.recipes import resolve
+
+    shipped = load_prompt_overrides(resolve("shared_data", "prompts"))
     assert shipped["bccd"]["categories"]["RBC"] == "red blood cell"
 
 
