@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from glip.errors import DataError
-from glip.validation import Fields, read_json
+from glip.validation import Fields, is_box, is_number, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -139,24 +139,14 @@ def _validate(path: Path, data: dict[str, Any]) -> tuple[list, list, dict, Count
         fields.fail("categories", "the list is empty: define at least one category")
     sizes = {im["id"]: (im["width"], im["height"]) for im in images}
     by_image: dict[int, list] = defaultdict(list)
-    seen_anns: dict[Any, str] = {}
+    seen_anns: dict[Any, int] = {}
     for i, ann in enumerate(data.get("annotations", [])):
-        where = f"annotations[{i}]"
-        fields.require(fields.mapping(ann, where), ("image_id", "category_id", "bbox"), where, "annotation")
+        if not _plain_annotation(ann, sizes, seen_cats, seen_anns):  # the fast check failed: find the field
+            _check_annotation(fields, ann, i, sizes, seen_cats, seen_anns)
         if "id" in ann:
-            fields.unique(fields.ident(ann["id"], f"{where}.id", strings=False), seen_anns, f"{where}.id")
-        if fields.ident(ann["image_id"], f"{where}.image_id", strings=False) not in sizes:
-            fields.fail(f"{where}.image_id", f"unknown image id {ann['image_id']} (no record in 'images' has it)")
-        if fields.ident(ann["category_id"], f"{where}.category_id", strings=False) not in seen_cats:
-            known = sorted(seen_cats)
-            fields.fail(
-                f"{where}.category_id",
-                f"unknown category id {ann['category_id']} (known: {known[:10]}{'...' if len(known) > 10 else ''})",
-            )
-        x, y, w, h = fields.box_xywh(ann["bbox"], f"{where}.bbox")
-        if "area" in ann:
-            fields.number(ann["area"], f"{where}.area", minimum=0)
-        if fields.flag(ann.get("iscrowd", 0), f"{where}.iscrowd"):
+            seen_anns[ann["id"]] = i
+        x, y, w, h = ann["bbox"]
+        if ann.get("iscrowd", 0):
             issues["crowd region (ignored for training, kept for evaluation)"] += 1
             continue
         if w <= 0 or h <= 0:
@@ -170,6 +160,42 @@ def _validate(path: Path, data: dict[str, Any]) -> tuple[list, list, dict, Count
     images.sort(key=lambda im: im["id"])
     categories.sort(key=lambda c: c["id"])
     return images, categories, dict(by_image), issues
+
+
+def _plain_annotation(ann: Any, sizes: dict, categories: dict, seen: dict) -> bool:
+    """Fast check of a plain well-formed annotation (JSON types); :func:`_check_annotation` decides otherwise."""
+    return (
+        type(ann) is dict
+        and type(ann.get("image_id")) is int
+        and ann["image_id"] in sizes
+        and type(ann.get("category_id")) is int
+        and ann["category_id"] in categories
+        and is_box(ann.get("bbox"))
+        and ("id" not in ann or (type(ann["id"]) is int and ann["id"] not in seen))
+        and ("area" not in ann or (is_number(ann["area"]) and ann["area"] >= 0))
+        and type(ann.get("iscrowd", 0)) in (int, bool)
+        and ann.get("iscrowd", 0) in (0, 1)
+    )
+
+
+def _check_annotation(fields: Fields, ann: Any, i: int, sizes: dict, categories: dict, seen: dict) -> None:
+    """Check every field of annotation ``i``; raise a DataError naming the first bad one."""
+    where = f"annotations[{i}]"
+    fields.require(fields.mapping(ann, where), ("image_id", "category_id", "bbox"), where, "annotation")
+    if "id" in ann and fields.ident(ann["id"], f"{where}.id", strings=False) in seen:
+        fields.fail(f"{where}.id", f"duplicate id {ann['id']} (already used by annotations[{seen[ann['id']]}].id)")
+    if fields.ident(ann["image_id"], f"{where}.image_id", strings=False) not in sizes:
+        fields.fail(f"{where}.image_id", f"unknown image id {ann['image_id']} (no record in 'images' has it)")
+    if fields.ident(ann["category_id"], f"{where}.category_id", strings=False) not in categories:
+        known = sorted(categories)
+        fields.fail(
+            f"{where}.category_id",
+            f"unknown category id {ann['category_id']} (known: {known[:10]}{'...' if len(known) > 10 else ''})",
+        )
+    fields.box_xywh(ann["bbox"], f"{where}.bbox")
+    if "area" in ann:
+        fields.number(ann["area"], f"{where}.area", minimum=0)
+    fields.flag(ann.get("iscrowd", 0), f"{where}.iscrowd")
 
 
 @dataclass(frozen=True)

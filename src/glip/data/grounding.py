@@ -77,7 +77,7 @@ def coco_boxes_to_xyxy(boxes_xywh: Sequence[Sequence[float]], width: int, height
         ``(K, 4)`` float32 ``boxes_xyxy`` with ``x2 = x + w - 1`` clipped to the image, and the
         indices of the input boxes kept (``x2 > x1`` and ``y2 > y1`` after clipping).
     """
-    boxes = torch.tensor([[float(v) for v in box] for box in boxes_xywh], dtype=torch.float32).reshape(-1, 4)
+    boxes = torch.as_tensor(boxes_xywh, dtype=torch.float32).reshape(-1, 4)
     x1, y1, w, h = boxes.unbind(-1)
     xyxy = torch.stack((x1, y1, x1 + (w - 1).clamp(min=0), y1 + (h - 1).clamp(min=0)), dim=-1)
     xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, width - 1)
@@ -318,17 +318,20 @@ class MdetrGroundingDataset(GroundingDatasetBase):
 
     def _check_box(self, box: MdetrBox, mdetr: MdetrFile) -> tuple[list[float], list[tuple[int, int]]] | None:
         """The box and its sorted distinct spans, or None (counted in ``issues``) if it is skipped."""
-        fields, ann, where = mdetr.fields, box.record, box.where
+        fields, ann = mdetr.fields, box.record
         if box.spans is None:
-            fields.fail(f"{where}.tokens_positive", "missing: training needs the caption spans each box grounds")
+            fields.fail(f"{box.where}.tokens_positive", "missing: training needs the caption spans each box grounds")
         if self.score_threshold is not None:
             if "score" not in ann:
-                fields.fail(f"{where}.score", "missing: a pseudo-labelled box needs a numeric 'score'")
-            score = fields.number(ann["score"], f"{where}.score")
+                fields.fail(f"{box.where}.score", "missing: a pseudo-labelled box needs a numeric 'score'")
+            score = fields.number(ann["score"], f"{box.where}.score")
             if score < self.score_threshold:
                 self.issues[f"pseudo box with score below {self.score_threshold}"] += 1
                 return None
-        if fields.flag(ann.get("iscrowd", 0), f"{where}.iscrowd"):
+        crowd = ann.get("iscrowd", 0)
+        if type(crowd) not in (int, bool) or crowd not in (0, 1):
+            fields.flag(crowd, f"{box.where}.iscrowd")
+        if crowd:
             self.issues["crowd region"] += 1
             return None
         if not box.spans:

@@ -31,13 +31,13 @@ from typing import Any
 
 from glip.errors import DataError
 from glip.text import Span
-from glip.validation import Fields, is_int, read_json, show
+from glip.validation import Fields, is_box, is_int, read_json, show
 
 EntryId = int | str
 """The ``id`` of an image record (one image-caption pair)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MdetrBox:
     """One validated annotation.
 
@@ -127,25 +127,57 @@ def parse_mdetr(data: Any, source: str, *, require_size: bool = False, require_a
 
 
 def _box(ann: Any, index: int, images: dict[EntryId, dict[str, Any]], fields: Fields) -> MdetrBox:
-    where = f"annotations[{index}]"
-    fields.require(fields.mapping(ann, where), ("image_id", "bbox"), where, "annotation")
+    # Fast checks first (this runs once per box of datasets with millions of boxes); messages are
+    # built only when something is wrong.
+    if type(ann) is not dict or "image_id" not in ann or "bbox" not in ann:
+        where = f"annotations[{index}]"
+        fields.require(fields.mapping(ann, where), ("image_id", "bbox"), where, "annotation")
     image_id = ann["image_id"]
-    if isinstance(image_id, bool) or not isinstance(image_id, (int, str)) or image_id not in images:
-        fields.fail(f"{where}.image_id", f"unknown image id {show(image_id)} (no record in 'images' has it)")
+    if type(image_id) not in (int, str) or image_id not in images:
+        fields.fail(
+            f"annotations[{index}].image_id", f"unknown image id {show(image_id)} (no record in 'images' has it)"
+        )
     key = "tokens_positive" if "tokens_positive" in ann else "tokens" if "tokens" in ann else None
-    caption = images[image_id]["caption"]
-    spans = read_spans(ann[key], caption, f"{where}.{key}", fields, empty=True) if key else None
+    spans = None
+    if key is not None:
+        caption = images[image_id]["caption"]
+        spans = _plain_spans(ann[key], len(caption))
+        if spans is None:
+            spans = read_spans(ann[key], caption, f"annotations[{index}].{key}", fields, empty=True)
     phrase_ids: tuple[int, ...] = ()
     if spans is None:
         if "phrase_ids" not in ann:
-            fields.fail(where, "has neither 'tokens_positive' nor 'phrase_ids': cannot tell which phrase it grounds")
+            fields.fail(
+                f"annotations[{index}]",
+                "has neither 'tokens_positive' nor 'phrase_ids': cannot tell which phrase it grounds",
+            )
         value = ann["phrase_ids"]
         ids = value if isinstance(value, list) else [value]
         if not ids or not all(is_int(v) for v in ids):
-            fields.fail(f"{where}.phrase_ids", f"expected an integer or a list of integers, got {show(value)}")
+            where = f"annotations[{index}].phrase_ids"
+            fields.fail(where, f"expected an integer or a list of integers, got {show(value)}")
         phrase_ids = tuple(int(v) for v in ids)
-    bbox = fields.box_xywh(ann["bbox"], f"{where}.bbox")
+    value = ann["bbox"]
+    if is_box(value):
+        bbox = (float(value[0]), float(value[1]), float(value[2]), float(value[3]))
+    else:
+        bbox = fields.box_xywh(value, f"annotations[{index}].bbox")
     return MdetrBox(index, image_id, bbox, spans, phrase_ids, ann)
+
+
+def _plain_spans(value: Any, length: int) -> tuple[Span, ...] | None:
+    """The spans of a plain well-formed list of ``[start, end]`` pairs into a caption, else None."""
+    if type(value) is not list:
+        return None
+    spans = []
+    for span in value:
+        if type(span) is not list or len(span) != 2:
+            return None
+        start, end = span
+        if type(start) is not int or type(end) is not int or not 0 <= start < end <= length:
+            return None
+        spans.append((start, end))
+    return tuple(spans)
 
 
 def read_spans(value: Any, caption: str, where: str, fields: Fields, *, empty: bool = False) -> tuple[Span, ...]:
@@ -154,7 +186,7 @@ def read_spans(value: Any, caption: str, where: str, fields: Fields, *, empty: b
         fields.fail(where, f"expected a non-empty list of [start, end] character spans, got {show(value)}")
     spans = []
     for k, span in enumerate(value):
-        ok = isinstance(span, (list, tuple)) and len(span) == 2 and all(is_int(v) for v in span)
+        ok = type(span) in (list, tuple) and len(span) == 2 and type(span[0]) is int and type(span[1]) is int
         if not ok or not 0 <= span[0] < span[1] <= len(caption):
             fields.fail(
                 f"{where}[{k}]",
