@@ -177,16 +177,72 @@ class LossConfig:
     # GIoU on decoded boxes, weighted by centerness targets (REG_LOSS_WEIGHT).
     box_weight: float = 2.0
     centerness_weight: float = 1.0
-    # GLIPv2 inter-image region-word contrastive loss on pre-fusion features (off in GLIP).
+    # GLIPv2 inter-image region-word contrastive loss on pre-fusion features (off in GLIP). Turning
+    # it on adds the projections it needs (heads.contrastive) when the config has none.
     contrastive: bool = False
     contrastive_weight: float = 1.0
-    contrastive_dim: int = 64
     contrastive_max_positives: int = 100
     contrastive_log_scale: float = 0.0
-    # GLIPv2 masked language modelling on the fused text features (off in GLIP).
+    # GLIPv2 masked language modelling on the fused text features (off in GLIP); adds heads.mlm.
     mlm: bool = False
     mlm_weight: float = 1.0
     mlm_probability: float = 0.15
+    # GLIPv2 mask loss (BCE of each positive box's phrase mask); used when the model has a mask head
+    # and the batch carries masks.
+    mask_weight: float = 1.0
+
+
+@dataclass
+class MaskHeadConfig:
+    """GLIPv2 mask head: ROIAlign on the fused pyramid → Hourglass → per-pixel region-word logits.
+
+    Its width is the tower's (``tower.channels``): the hourglass keeps its input width. The official
+    code has no mask config; T/B use 1 hourglass of 1 scale, H 4 hourglasses of 2 scales.
+    """
+
+    num_hourglasses: int = 1
+    hourglass_scales: int = 1
+    # ROIAlign output side P (masks are 2P x 2P); must be divisible by 2 ** hourglass_scales.
+    pooler_resolution: int = 14
+    sampling_ratio: int = 2
+    log_scale_init: float = 0.0
+    # Official quirk (as the detection head): the L2-normalised text is halved before the projection.
+    text_input_scale: float = 0.5
+    # Training: a ROI learns the mask of the GT box it overlaps by at least this IoU.
+    iou_threshold: float = 0.5
+    # Training: predicted boxes per image added to the GT boxes as ROIs (0: GT boxes only).
+    train_proposals: int = 16
+    # Inference: mask probability above which a pixel belongs to the instance.
+    mask_threshold: float = 0.5
+
+
+@dataclass
+class ContrastiveHeadConfig:
+    """GLIPv2 projections of regions and tokens for the inter-image contrastive loss."""
+
+    dim: int = 64
+
+
+@dataclass
+class HeadsConfig:
+    """The task heads built on the trunk (image encoder, text encoder, VL tower).
+
+    The grounding head (boxes, centerness, region-word logits; ``GLIPConfig.head``) is always there;
+    the others exist when their section is set. A model folder's ``config.json`` therefore says which
+    heads it has, and asking a model for the task of a missing head is a :class:`ConfigError`.
+    """
+
+    # GLIPv2 instance / referring-expression segmentation.
+    mask: MaskHeadConfig | None = None
+    # GLIPv2 masked-language-model decoder on the fused text (pre-training).
+    mlm: bool = False
+    # GLIPv2 inter-image contrastive projections (pre-training).
+    contrastive: ContrastiveHeadConfig | None = None
+
+    def names(self) -> list[str]:
+        """The heads present, ``"grounding"`` first."""
+        present = {"mask": self.mask is not None, "mlm": self.mlm, "contrastive": self.contrastive is not None}
+        return ["grounding", *(name for name, on in present.items() if on)]
 
 
 @dataclass
@@ -213,9 +269,15 @@ class GLIPConfig:
     postprocess: PostProcessConfig = field(default_factory=PostProcessConfig)
     input: InputConfig = field(default_factory=InputConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
     preset: str = "custom"
 
     def __post_init__(self) -> None:
+        # a loss that needs a head brings it (older configs and recipes name only the loss)
+        if self.loss.mlm:
+            self.heads.mlm = True
+        if self.loss.contrastive and self.heads.contrastive is None:
+            self.heads.contrastive = ContrastiveHeadConfig()
         self.validate()
 
     # ------------------------------------------------------------------ validation
@@ -282,13 +344,35 @@ class GLIPConfig:
         lo = self.loss
         _check(0.0 <= lo.mlm_probability < 1.0, f"loss.mlm_probability={lo.mlm_probability} must be in [0, 1)")
         _check(
-            not lo.mlm or tw.early_fusion,
-            "loss.mlm=True needs tower.early_fusion=True (MLM predicts tokens from the fused text features)",
+            not self.heads.mlm or tw.early_fusion,
+            "heads.mlm needs tower.early_fusion=True (MLM predicts tokens from the fused text features)",
         )
+        self._validate_mask_head()
         _check(
             t.max_query_len <= t.prompt_offset_positions,
             f"text.prompt_offset_positions={t.prompt_offset_positions} must cover max_query_len={t.max_query_len}",
         )
+
+    def _validate_mask_head(self) -> None:
+        m = self.heads.mask
+        if m is None:
+            return
+        for name in ("num_hourglasses", "hourglass_scales", "pooler_resolution", "sampling_ratio"):
+            value = getattr(m, name)
+            _check(
+                0 <= value <= 64 and (value >= 1 or name == "sampling_ratio"),
+                f"heads.mask.{name}={value} is out of range",
+            )
+        _check(
+            m.pooler_resolution % (2**m.hourglass_scales) == 0,
+            f"heads.mask.pooler_resolution={m.pooler_resolution} must be divisible by 2**hourglass_scales="
+            f"{2**m.hourglass_scales}",
+        )
+        _check(self.tower.channels % 2 == 0, f"heads.mask needs an even tower.channels, got {self.tower.channels}")
+        for name in ("iou_threshold", "mask_threshold"):
+            _check(0.0 <= getattr(m, name) <= 1.0, f"heads.mask.{name}={getattr(m, name)} must be in [0, 1]")
+        _check(m.text_input_scale > 0, f"heads.mask.text_input_scale={m.text_input_scale} must be positive")
+        _check(0 <= m.train_proposals <= 10**4, f"heads.mask.train_proposals={m.train_proposals} is out of range")
 
     def _validate_ranges(self) -> None:
         """Counts and sizes within bounds (a corrupt config must not build a huge model), rates that are
@@ -313,7 +397,7 @@ class GLIPConfig:
             "postprocess.detections_per_image": (pp.detections_per_image, 10**6),
             "input.min_size": (inp.min_size, 16384), "input.max_size": (inp.max_size, 16384),
             "input.size_divisibility": (inp.size_divisibility, 1024), "loss.atss_topk": (lo.atss_topk, 10**4),
-            "loss.contrastive_dim": (lo.contrastive_dim, width),
+            **({"heads.contrastive.dim": (self.heads.contrastive.dim, width)} if self.heads.contrastive else {}),
             "loss.contrastive_max_positives": (lo.contrastive_max_positives, 10**6),
             **{f"vision.swin.depths[{i}]": (d, layers) for i, d in enumerate(sw.depths)},
             **{f"vision.swin.num_heads[{i}]": (n, heads) for i, n in enumerate(sw.num_heads)},
@@ -346,6 +430,7 @@ class GLIPConfig:
             "centerness_weight",
             "contrastive_weight",
             "mlm_weight",
+            "mask_weight",
         ):
             _check(getattr(lo, name) >= 0, f"loss.{name}={getattr(lo, name)} must not be negative")
         act = t.hidden_act
@@ -373,7 +458,7 @@ class GLIPConfig:
                 the closest valid one), a value of the wrong kind, or a value that cannot work.
         """
         try:
-            return build_dataclass(cls, data, Fields(source, ConfigError))
+            return build_dataclass(cls, _migrate(data), Fields(source, ConfigError))
         except ConfigError as e:
             if str(e).startswith(f"{source}: "):
                 raise
@@ -504,6 +589,19 @@ class GLIPConfig:
 
 
 PRESETS: tuple[str, ...] = ("glip_t", "glip_l", "glip_t_a", "tiny", "tiny_a", "effnet_minilm", "mobilenet_minilm")
+
+
+def _migrate(data: Any) -> Any:
+    """Configs written before the ``heads`` section: ``loss.contrastive_dim`` → ``heads.contrastive.dim``."""
+    if not isinstance(data, dict) or not isinstance(data.get("loss"), dict) or "contrastive_dim" not in data["loss"]:
+        return data
+    data = {**data, "loss": dict(data["loss"])}
+    dim = data["loss"].pop("contrastive_dim")
+    heads = dict(data.get("heads") or {})
+    if data["loss"].get("contrastive") and heads.get("contrastive") is None:
+        heads["contrastive"] = {"dim": dim}
+    data["heads"] = heads
+    return data
 
 
 def _check(condition: bool, message: str) -> None:

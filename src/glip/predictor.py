@@ -14,7 +14,7 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -26,7 +26,8 @@ from glip.devices import resolve_device
 from glip.errors import GLIPError, ImageError, PromptError
 from glip.images import ImageLike, is_image_like, to_pil
 from glip.modeling.dyhead import ModulatedDeformConv3x3
-from glip.modeling.glip import GLIPModel, TextFeatures
+from glip.modeling.glip import GLIPModel, TextFeatures, head_outputs, pack_head_inputs, unpack_head_inputs
+from glip.modeling.mask_head import paste_masks, token_weights
 from glip.pipelining import OverlappedPostprocess
 from glip.processing import GLIPProcessor
 from glip.structures import Detections, EntityMap
@@ -46,11 +47,17 @@ def merge_detections(parts: list[Detections], max_detections: int | None) -> Det
     scores = torch.cat([p.scores for p in parts])
     labels = torch.cat([p.labels for p in parts])
     names = [n for p in parts for n in p.label_names]
+    masks = torch.cat([p.masks for p in parts]) if all(p.masks is not None for p in parts) else None
     order = scores.argsort(descending=True, stable=True)
     if max_detections is not None:
         order = order[:max_detections]
     return Detections(
-        boxes[order], scores[order], labels[order], [names[i] for i in order.tolist()], parts[0].image_size
+        boxes[order],
+        scores[order],
+        labels[order],
+        [names[i] for i in order.tolist()],
+        parts[0].image_size,
+        None if masks is None else masks[order.to(masks.device)],
     )
 
 
@@ -104,10 +111,9 @@ class GLIPPredictor:
         self.amp_dtype = AMP_DTYPES[dtype]
         if self.amp_dtype is not None:
             self.model.enable_fast_path()
-            if self.device.type == "cuda":
-                # what stays fp32 under autocast (the deformable convolution's GEMM) may use TF32
-                # tensor cores; the exact fp32 path never sets this
-                torch.backends.cuda.matmul.allow_tf32 = True
+        # on the fast path, what stays fp32 under autocast (the deformable convolution's GEMM) may use
+        # TF32 tensor cores: set for this predictor's calls only (see _precision), never process-wide
+        self._tf32 = self.amp_dtype is not None and self.device.type == "cuda"
         self.chunk_batch_size = max(1, chunk_batch_size)
         self._forward_features = torch.compile(self.model.forward_features) if compile else self.model.forward_features
         self._graph_image: GraphedFunction | None = None
@@ -187,6 +193,7 @@ class GLIPPredictor:
         threshold: float = 0.0,
         batch_size: int = 1,
         label_ids: Sequence[int] | None = None,
+        masks: bool = False,
     ) -> list[Detections]:
         """Detect what the text names in each image.
 
@@ -200,6 +207,7 @@ class GLIPPredictor:
             batch_size: images per forward pass (the official evaluation uses 1: padding to a
                 common size changes the numbers slightly).
             label_ids: the id reported for each class (default ``0..n-1``).
+            masks: also predict instance masks (``Detections.masks``, needs a model with a mask head).
 
         Returns:
             One :class:`Detections` per image, in original-image pixels, best first.
@@ -208,12 +216,14 @@ class GLIPPredictor:
             ImageError: for an unreadable or invalid image; PromptError: for a bad class list or prompt.
         """
         threshold = check_threshold(threshold)
+        if masks:
+            self.model.require_head("mask")
         items = [images] if is_image_like(images) else _image_list(images)
         chunks = self.prompts_for(classes, prompt, label_ids)
         results: list[Detections] = []
         for batch in _batches(items, batch_size):
             pil = [to_pil(im, name=_image_name(im, i)) for i, im in enumerate(batch)]
-            results.extend(self.predict_chunks(pil, chunks))
+            results.extend(self.predict_chunks(pil, chunks, masks=masks, mask_min_score=threshold))
         return [r.above(threshold) if threshold > 0 else r for r in results]
 
     def iter_predict(
@@ -233,14 +243,30 @@ class GLIPPredictor:
             yield Path(path), image, (det.above(threshold) if threshold > 0 else det)
 
     @torch.inference_mode()
-    def predict_chunks(self, images: list[Image.Image], chunks: list[Prompt]) -> list[Detections]:
+    def predict_chunks(
+        self, images: list[Image.Image], chunks: list[Prompt], masks: bool = False, mask_min_score: float = 0.0
+    ) -> list[Detections]:
         """Detections of a batch of images for prompt chunks of one vocabulary (merged per image).
 
         The images go through the backbone once; the chunks' text features come from a cache (one
         text-encoder pass per distinct prompt); the tower and head run once per group of
         ``chunk_batch_size`` chunks, with every image of the batch; a group is post-processed in one
         call, on a side CUDA stream while the next group computes (:mod:`glip.pipelining`).
+
+        With ``masks`` the mask head runs on the detected boxes scoring at least ``mask_min_score``
+        (the others get empty masks) and ``Detections.masks`` holds the pasted instance masks.
+
+        Raises:
+            ConfigError: ``masks`` with a model that has no mask head.
         """
+        if masks:
+            self.model.require_head("mask")
+        with self._precision():
+            return self._predict_chunks(images, chunks, masks, mask_min_score)
+
+    def _predict_chunks(
+        self, images: list[Image.Image], chunks: list[Prompt], masks: bool, mask_min_score: float
+    ) -> list[Detections]:
         inputs = self.processor(images, chunks[0]).to(self.device)
         b = len(images)
         features = self._image_features(inputs.pixel_values)
@@ -258,15 +284,18 @@ class GLIPPredictor:
             maps = [emap for _, emap in encoded for _ in range(b)]  # chunk-major rows
 
             def job(out: Sequence[Tensor], maps: list[EntityMap] = maps, g: int = g) -> None:
-                logits, boxes, ctr = (t.float() for t in out)
+                logits, boxes, ctr = (t.float() for t in out[:3])
                 dets = self.processor.postprocessor(
                     logits, boxes, ctr, anchors, level_sizes, maps, inputs.image_sizes * g, inputs.original_sizes * g
                 )  # fmt: skip
+                if masks:
+                    self._add_masks(dets, maps, out, inputs.image_sizes * g, mask_min_score)
                 for row, det in enumerate(dets):
                     per_image[row % b].append(det)
 
             # this group's post-processing runs while the GPU computes the next group
-            pipe.submit(self._heads(feats, text, pixel_mask), job)
+            outputs = self._heads(feats, text, pixel_mask)
+            pipe.submit(outputs if masks else outputs[:3], job)
         pipe.flush()
         return [merge_detections(parts, self.max_detections) for parts in per_image]
 
@@ -277,19 +306,69 @@ class GLIPPredictor:
         with self._autocast():
             return self.model.encode_image(pixel_values)
 
-    def _heads(self, feats: list[Tensor], text: TextFeatures, pixel_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Tower + head → logits ``(B, N, T)``, box regression ``(B, N, 4)``, centerness ``(B, N)``."""
+    def _heads(self, feats: list[Tensor], text: TextFeatures, pixel_mask: Tensor) -> tuple[Tensor, ...]:
+        """Tower + heads → the outputs of :meth:`GLIPModel.head_tensors` (from a CUDA graph when enabled)."""
         if self._graph_heads is not None:
-            return self._graph_heads(*feats, text.hidden, text.mask, pixel_mask)  # type: ignore[return-value]
+            return self._graph_heads(*pack_head_inputs(feats, text, pixel_mask))
         with self._autocast():
-            out = self._forward_features(feats, text, pixel_mask)
-        return out.logits, out.box_regression, out.centerness
+            return self._heads_fn(*pack_head_inputs(feats, text, pixel_mask))
 
-    def _heads_fn(self, *args: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """:meth:`_heads` as a function of tensors only (what a CUDA graph captures)."""
-        feats, hidden, mask, pixel_mask = list(args[:-3]), args[-3], args[-2], args[-1]
-        out = self._forward_features(feats, TextFeatures(hidden, mask), pixel_mask)
-        return out.logits, out.box_regression, out.centerness
+    def _heads_fn(self, *args: Tensor) -> tuple[Tensor, ...]:
+        """:meth:`GLIPModel.head_tensors` through the (possibly compiled) ``forward_features``."""
+        out = self._forward_features(*unpack_head_inputs(args))
+        return head_outputs(out, self.model.mask_head is not None)
+
+    def _add_masks(
+        self,
+        dets: list[Detections],
+        maps: list[EntityMap],
+        out: Sequence[Tensor],
+        image_sizes: list[tuple[int, int]],
+        min_score: float,
+    ) -> None:
+        """Fill ``det.masks`` of each row: the mask head on the boxes scoring at least ``min_score``.
+
+        ``out`` is :meth:`GLIPModel.head_tensors`' output for the rows; a box's phrase is the tokens of
+        the entities with its label id.
+        """
+        mask_text, tower = out[3], list(out[4:])
+        num_tokens = mask_text.shape[1]
+        rois, weights, selected = [], [], []
+        for row, (det, emap) in enumerate(zip(dets, maps, strict=True)):
+            keep = (det.scores >= min_score).nonzero().squeeze(1)
+            selected.append(keep)
+            if keep.numel() == 0:
+                continue
+            (h, w), (oh, ow) = image_sizes[row], det.image_size
+            boxes = det.boxes_xyxy[keep] * det.boxes_xyxy.new_tensor([w / ow, h / oh, w / ow, h / oh])
+            rois.append(torch.cat((boxes.new_full((boxes.shape[0], 1), float(row)), boxes), dim=1))
+            weights.append(label_token_weights(det.labels[keep], emap, num_tokens, boxes.device))
+        probs = None
+        if rois:
+            with self._autocast():
+                probs = self.model.segment(tower, mask_text, torch.cat(rois), torch.cat(weights)).sigmoid()
+        threshold = self.model.config.heads.mask.mask_threshold  # type: ignore[union-attr]
+        start = 0
+        for det, keep in zip(dets, selected, strict=True):
+            full = torch.zeros(len(det), *det.image_size, dtype=torch.bool, device=det.scores.device)
+            if keep.numel():
+                part = probs[start : start + keep.numel()]  # type: ignore[index]
+                full[keep] = paste_masks(part, det.boxes_xyxy[keep], det.image_size, threshold)
+                start += keep.numel()
+            det.masks = full
+
+    @contextmanager
+    def _precision(self) -> Iterator[None]:
+        """TF32 matmuls on the fast path on CUDA, for the duration of one call (restored afterwards)."""
+        if not self._tf32:
+            yield
+            return
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -310,6 +389,14 @@ class GLIPPredictor:
         if len(self._text_cache) > TEXT_CACHE_SIZE:
             self._text_cache.popitem(last=False)
         return text, maps[0]
+
+
+def label_token_weights(labels: Tensor, entity_map: EntityMap, num_tokens: int, device: torch.device) -> Tensor:
+    """``(K, T)`` phrase weights of detections: uniform over the tokens of the entities with each label id."""
+    tokens: dict[int, set[int]] = {}
+    for toks, label in zip(entity_map.token_ids, entity_map.label_ids, strict=True):
+        tokens.setdefault(int(label), set()).update(toks)
+    return token_weights([sorted(tokens.get(int(lab), ())) for lab in labels.tolist()], num_tokens, device)
 
 
 def _stack_texts(texts: list[TextFeatures], images: int) -> TextFeatures:

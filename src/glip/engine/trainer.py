@@ -159,8 +159,11 @@ class Trainer:
         seed_everything(derive_seed(seed, self.step, rank))
         generator = torch.Generator().manual_seed(derive_seed(seed, self.step, rank, 1))
         batch = batch.to(self.device, non_blocking=True)
+        # the mask head runs on every batch (images without masks add no loss), so that DDP sees the
+        # same parameters used at every step
+        mask_boxes = [t.boxes_xyxy for t in batch.targets] if self.criterion.mask else None
         with self._autocast():
-            out = net(batch.pixel_values, batch.input_ids, batch.attention_mask, batch.pixel_mask)
+            out = net(batch.pixel_values, batch.input_ids, batch.attention_mask, batch.pixel_mask, mask_boxes)
         out = _to_float(out)
         losses = self.criterion(out, batch.targets, batch.attention_mask, batch.mlm_labels, generator=generator)
         total = sum(v for k, v in losses.items() if k.startswith("loss_"))

@@ -44,6 +44,7 @@ from glip.modeling.losses import (
     token_sigmoid_focal_loss,
     world_info,
 )
+from glip.modeling.mask_head import mask_loss, mask_targets
 from glip.structures import GroundingTarget
 
 
@@ -119,6 +120,9 @@ class GLIPCriterion(nn.Module):
         contrastive_log_scale: float = 0.0,
         mlm: bool = False,
         mlm_weight: float = 1.0,
+        mask: bool = False,
+        mask_weight: float = 1.0,
+        mask_iou_threshold: float = 0.5,
         no_object_token: int | None = 255,
         legacy_plus_one: bool = True,
         seed: int = 0,
@@ -132,6 +136,8 @@ class GLIPCriterion(nn.Module):
         self.contrastive_max_positives = contrastive_max_positives
         self.contrastive_log_scale = contrastive_log_scale
         self.mlm = mlm
+        self.mask = mask
+        self.mask_iou_threshold = mask_iou_threshold
         self.no_object_token = no_object_token
         self.legacy_plus_one = legacy_plus_one
         self.seed = seed
@@ -145,6 +151,8 @@ class GLIPCriterion(nn.Module):
             self.weight_dict["loss_contrastive"] = contrastive_weight
         if mlm:
             self.weight_dict["loss_mlm"] = mlm_weight
+        if mask:
+            self.weight_dict["loss_mask"] = mask_weight
 
     @classmethod
     def from_config(cls, config: GLIPConfig, box_coder: BoxCoder | None = None) -> GLIPCriterion:
@@ -166,12 +174,44 @@ class GLIPCriterion(nn.Module):
             contrastive_log_scale=lo.contrastive_log_scale,
             mlm=lo.mlm,
             mlm_weight=lo.mlm_weight,
+            mask=config.heads.mask is not None and lo.mask_weight > 0,
+            mask_weight=lo.mask_weight,
+            mask_iou_threshold=config.heads.mask.iou_threshold if config.heads.mask else 0.5,
             # official: the last slot of the max_query_len-wide positive map
             no_object_token=config.text.max_query_len - 1,
             legacy_plus_one=h.legacy_plus_one,
         )
 
     # ------------------------------------------------------------------ pieces
+    def mask_loss(self, mask_logits: Tensor, rois: Tensor, targets: Sequence[GroundingTarget]) -> Tensor:
+        """GLIPv2 mask loss of the ROIs the mask head ran on (see :func:`glip.modeling.mask_head.mask_loss`).
+
+        Each ROI learns the mask of the GT box it overlaps by at least ``mask_iou_threshold``, through
+        the mean of that box's positive tokens; images whose target has no masks contribute nothing.
+
+        Args:
+            mask_logits: ``(R, T, M, M)``; rois: ``(R, 5)`` (image index first); targets: per image.
+        """
+        resolution, num_tokens = mask_logits.shape[-1], mask_logits.shape[1]
+        image = rois[:, 0].long()
+        rows, boxes_per_image, gt_boxes, gt_masks, gt_maps = [], [], [], [], []
+        for i, tgt in enumerate(targets):
+            idx = (image == i).nonzero().squeeze(1)
+            if tgt.masks is None or idx.numel() == 0:
+                continue
+            rows.append(idx)
+            boxes_per_image.append(rois[idx, 1:])
+            gt_boxes.append(tgt.boxes_xyxy.to(rois))
+            gt_masks.append(tgt.masks.to(rois.device))
+            gt_maps.append(fit_width(tgt.positive_map.to(rois.device, torch.float32), num_tokens, 0.0))
+        if not rows:
+            return mask_logits.sum().float() * 0.0
+        order = torch.cat(rows)
+        positive_map, mask_targets_ = mask_targets(
+            boxes_per_image, gt_boxes, gt_masks, gt_maps, resolution, self.mask_iou_threshold
+        )
+        return mask_loss(mask_logits[order].float(), positive_map, mask_targets_)
+
     def assign(self, outputs: GLIPOutput, targets: Sequence[GroundingTarget]) -> Tensor:
         """``(B, N)`` matched box index of every anchor of every image, ``-1`` for negatives."""
         counts = [h * w for h, w in outputs.level_sizes]
@@ -338,6 +378,8 @@ class GLIPCriterion(nn.Module):
                 raise ValueError("mlm=True needs outputs.mlm_logits (loss.mlm=True in the model config) and "
                                  "mlm_labels from glip.text.mlm.mask_tokens")  # fmt: skip
             losses["loss_mlm"] = mlm_loss(outputs.mlm_logits, mlm_labels) * w["loss_mlm"]
+        if self.mask and outputs.mask_logits is not None and outputs.mask_rois is not None:
+            losses["loss_mask"] = self.mask_loss(outputs.mask_logits, outputs.mask_rois, targets) * w["loss_mask"]
         losses["num_positives"] = num_pos.detach()
         losses["num_positives_avg"] = num_pos_avg.detach()
         return losses

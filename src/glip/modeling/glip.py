@@ -21,12 +21,14 @@ from torch import Tensor, nn
 from transformers.activations import ACT2FN
 
 from glip.config import GLIPConfig
+from glip.errors import ConfigError
 from glip.modeling.anchors import BoxCoder, grid_anchors
 from glip.modeling.backbone import VisionBackbone, build_vision_backbone
 from glip.modeling.dyhead import ConvGN, DyConv, ModulatedDeformConv3x3, VLTower, VLTowerBlock, level_pixel_mask
 from glip.modeling.fusion import BiMultiHeadAttention, FusionBlock, flatten_levels
 from glip.modeling.head import GLIPHead
 from glip.modeling.language import TextEncoder, resolve_text_weights
+from glip.modeling.mask_head import MaskHead
 from glip.modeling.text_layer import ClampedBertLayer
 
 logger = logging.getLogger(__name__)
@@ -92,7 +94,12 @@ class GLIPOutput:
             (GLIPv2 contrastive loss; None unless ``loss.contrastive``).
         token_embeddings: ``(batch, T, D_c)`` L2-normalised projections of ``text_embedding`` (same).
         mlm_logits: ``(batch, T, vocab)`` masked-language-model logits from the fused text (None unless
-            ``loss.mlm``).
+            the model has the MLM head).
+        mask_text: ``(batch, T, text_dim)`` the text the mask head reads (the fused text; the text
+            encoder's output in a model without fusion).
+        mask_rois: ``(R, 5)`` rows ``(image index, x1, y1, x2, y2)`` the mask head ran on (training
+            with ``mask_boxes``; None otherwise).
+        mask_logits: ``(R, T, M, M)`` per-token mask logits of those ROIs (None without ``mask_boxes``).
     """
 
     logits: Tensor
@@ -107,6 +114,9 @@ class GLIPOutput:
     region_embeddings: Tensor | None = None
     token_embeddings: Tensor | None = None
     mlm_logits: Tensor | None = None
+    mask_text: Tensor | None = None
+    mask_rois: Tensor | None = None
+    mask_logits: Tensor | None = None
 
 
 class GLIPModel(nn.Module):
@@ -200,15 +210,17 @@ class GLIPModel(nn.Module):
             tw.clamp_value,
         )
         self.box_coder = BoxCoder(tuple(h.box_coder_weights), h.bbox_xform_clip, h.legacy_plus_one)
-        lo = config.loss
+        heads = config.heads
         # Prompt tuning (official language_prompt_v2): only this offset is trained, initialised to zero.
         self.prompt_offset = (
             nn.Parameter(torch.zeros(t.prompt_offset_positions, t.hidden_size)) if t.prompt_offset else None
         )
-        # GLIPv2 heads, built only when their loss is on.
-        self.contrastive_image = nn.Linear(tw.channels, lo.contrastive_dim) if lo.contrastive else None
-        self.contrastive_text = nn.Linear(t.hidden_size, lo.contrastive_dim) if lo.contrastive else None
-        self.mlm_head = MLMHead(t.hidden_size, t.vocab_size, t.layer_norm_eps, t.hidden_act) if lo.mlm else None
+        # GLIPv2 task heads, built when the config's `heads` section names them.
+        contrastive = heads.contrastive
+        self.contrastive_image = nn.Linear(tw.channels, contrastive.dim) if contrastive else None
+        self.contrastive_text = nn.Linear(t.hidden_size, contrastive.dim) if contrastive else None
+        self.mlm_head = MLMHead(t.hidden_size, t.vocab_size, t.layer_norm_eps, t.hidden_act) if heads.mlm else None
+        self.mask_head = _build_mask_head(config) if heads.mask is not None else None
         self._anchor_strides = tuple(h.anchor_strides)
         self._anchor_scale = h.anchor_scale
         self._legacy_plus_one = h.legacy_plus_one
@@ -216,6 +228,24 @@ class GLIPModel(nn.Module):
         self._mask_text_to_image = tw.mask_text_to_image
         self._anchor_cache: dict[tuple, Tensor] = {}
         self._fp32_text = False  # set by enable_fast_path
+
+    # ------------------------------------------------------------------ heads
+    @property
+    def heads(self) -> list[str]:
+        """Names of the task heads this model has (``"grounding"`` first)."""
+        return self.config.heads.names()
+
+    def require_head(self, name: str) -> None:
+        """Raise a clear error when the task of head ``name`` is asked of a model without it.
+
+        Raises:
+            ConfigError: naming the head, the heads the model has, and what to do.
+        """
+        if name not in self.heads:
+            raise ConfigError(
+                f"this model has no {name} head (it has: {', '.join(self.heads)}): use a model trained with "
+                f"heads.{name}, or train one (glip train with model.overrides heads.{name})"
+            )
 
     # ------------------------------------------------------------------ pieces
     def encode_image(self, pixel_values: Tensor) -> list[Tensor]:
@@ -286,6 +316,7 @@ class GLIPModel(nn.Module):
             region_embeddings=region_emb,
             token_embeddings=token_emb,
             mlm_logits=mlm_logits,
+            mask_text=(fused if self.config.tower.early_fusion else hidden) if self.mask_head is not None else None,
         )
 
     def forward(
@@ -294,6 +325,7 @@ class GLIPModel(nn.Module):
         input_ids: Tensor,
         attention_mask: Tensor,
         pixel_mask: Tensor | None = None,
+        mask_boxes: list[Tensor] | None = None,
     ) -> GLIPOutput:
         """Full model.
 
@@ -302,10 +334,74 @@ class GLIPModel(nn.Module):
             input_ids: ``(batch, tokens)`` prompt token ids.
             attention_mask: ``(batch, tokens)``.
             pixel_mask: optional ``(batch, H, W)`` bool, True on real (unpadded) pixels.
+            mask_boxes: training of the mask head: per image the ``(G_i, 4)`` ground-truth boxes. The
+                head runs on them plus the ``heads.mask.train_proposals`` best predicted boxes of the
+                image (detached), as the official training runs it on detections and ground truth;
+                the output then carries ``mask_rois`` and ``mask_logits``.
         """
-        return self.forward_features(
+        out = self.forward_features(
             self.encode_image(pixel_values), self.encode_text(input_ids, attention_mask), pixel_mask
         )
+        if mask_boxes is not None:
+            self.require_head("mask")
+            out.mask_rois = self.mask_proposals(out, mask_boxes, pixel_values.shape[-2:])
+            out.mask_logits = self.mask_head(out.tower_features, out.mask_rois, out.mask_text)  # type: ignore[misc]
+        return out
+
+    # ------------------------------------------------------------------ tensor-only contract
+    def head_tensors(self, *args: Tensor) -> tuple[Tensor, ...]:
+        """Tower + heads as a function of tensors only: what the predictor, CUDA graphs and ONNX export run.
+
+        Inputs (see :func:`pack_head_inputs`): the ``L`` pyramid maps ``(B, C, H_l, W_l)``, the text
+        ``hidden (B, T, D)`` and ``mask (B, T)``, and ``pixel_mask (B, H, W)``. Outputs (see
+        :func:`head_outputs`): ``logits (B, N, T)``, ``box_regression (B, N, 4)``, ``centerness (B, N)``
+        and, for a model with a mask head, ``mask_text (B, T, D)`` and the ``L`` tower maps.
+        """
+        return head_outputs(self.forward_features(*unpack_head_inputs(args)), self.mask_head is not None)
+
+    def segment(self, tower_features: list[Tensor], mask_text: Tensor, rois: Tensor, token_weights: Tensor) -> Tensor:
+        """Phrase mask logits ``(R, M, M)`` of boxes (tensor-only; see :meth:`MaskHead.phrase_logits`).
+
+        Args:
+            tower_features: the tower maps of :meth:`head_tensors`.
+            mask_text: ``(B, T, D)`` from :meth:`head_tensors`.
+            rois: ``(R, 5)`` rows ``(image index, x1, y1, x2, y2)`` in network-input pixels.
+            token_weights: ``(R, T)`` each box's phrase as weights over tokens (rows sum to 1).
+
+        Raises:
+            ConfigError: if the model has no mask head.
+        """
+        self.require_head("mask")
+        return self.mask_head.phrase_logits(tower_features, rois, mask_text, token_weights)  # type: ignore[union-attr]
+
+    @torch.no_grad()
+    def mask_proposals(self, out: GLIPOutput, gt_boxes: list[Tensor], image_hw: tuple[int, int]) -> Tensor:
+        """Training ROIs: each image's GT boxes and its best ``train_proposals`` predicted boxes.
+
+        A location's score is its best token probability times its centerness (as post-processing
+        ranks candidates); its box is decoded from the regression and clipped to the image.
+
+        Returns:
+            ``(R, 5)`` fp32 rows ``(image index, x1, y1, x2, y2)``, image by image.
+        """
+        k = self.config.heads.mask.train_proposals if self.config.heads.mask else 0
+        rows = []
+        for i, gt in enumerate(gt_boxes):
+            boxes = [gt.float()]
+            if k > 0:
+                score = out.logits[i].sigmoid().amax(dim=-1) * out.centerness[i].sigmoid()
+                top = score.topk(min(k, score.shape[0])).indices
+                pred = self.box_coder.decode(out.box_regression[i, top].float(), out.anchors_xyxy[top])
+                h, w = image_hw
+                one = 1.0 if self._legacy_plus_one else 0.0
+                pred = torch.stack(
+                    (pred[:, 0].clamp(0, w - one), pred[:, 1].clamp(0, h - one),
+                     pred[:, 2].clamp(0, w - one), pred[:, 3].clamp(0, h - one)), dim=1,
+                )  # fmt: skip
+                boxes.append(pred)
+            b = torch.cat(boxes)
+            rows.append(torch.cat((b.new_full((b.shape[0], 1), float(i)), b), dim=1))
+        return torch.cat(rows) if rows else out.logits.new_zeros(0, 5)
 
     # ------------------------------------------------------------------ persistence
     @classmethod
@@ -352,3 +448,41 @@ class GLIPModel(nn.Module):
     def num_parameters(self) -> int:
         """Number of parameters (buffers excluded)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def pack_head_inputs(features: list[Tensor], text: TextFeatures, pixel_mask: Tensor) -> tuple[Tensor, ...]:
+    """The tensors :meth:`GLIPModel.head_tensors` takes, in order."""
+    return (*features, text.hidden, text.mask, pixel_mask)
+
+
+def unpack_head_inputs(args: tuple[Tensor, ...]) -> tuple[list[Tensor], TextFeatures, Tensor]:
+    """Inverse of :func:`pack_head_inputs`."""
+    return list(args[:-3]), TextFeatures(args[-3], args[-2]), args[-1]
+
+
+def head_outputs(out: GLIPOutput, with_masks: bool) -> tuple[Tensor, ...]:
+    """The output tensors of :meth:`GLIPModel.head_tensors` from a :class:`GLIPOutput`."""
+    core = (out.logits, out.box_regression, out.centerness)
+    if not with_masks:
+        return core
+    assert out.mask_text is not None
+    return (*core, out.mask_text, *out.tower_features)
+
+
+def _build_mask_head(config: GLIPConfig) -> MaskHead:
+    """The mask head a config describes: ROIAlign on the tower's P3..P7 (strides 8..128)."""
+    m, tw, h = config.heads.mask, config.tower, config.head
+    assert m is not None
+    return MaskHead(
+        in_channels=tw.channels,
+        channels=tw.channels,
+        text_dim=config.text.hidden_size,
+        num_hourglasses=m.num_hourglasses,
+        hourglass_scales=m.hourglass_scales,
+        pooler_resolution=m.pooler_resolution,
+        pooler_scales=tuple(1.0 / s for s in h.anchor_strides),
+        sampling_ratio=m.sampling_ratio,
+        log_scale_init=m.log_scale_init,
+        text_input_scale=m.text_input_scale,
+        clamp_value=tw.clamp_value,
+    )

@@ -179,19 +179,20 @@ class MaskHead(nn.Module):
         """Side ``M = 2P`` of the predicted masks (the loss targets' resolution)."""
         return 2 * self.pooler_resolution
 
-    def pool(self, features: Sequence[Tensor], boxes_xyxy: Sequence[Tensor]) -> Tensor:
+    def pool(self, features: Sequence[Tensor], boxes_xyxy: Sequence[Tensor] | Tensor) -> Tensor:
         """ROIAlign every box on its pyramid level.
 
         Args:
             features: pyramid maps ``(batch, C, H_l, W_l)``, finest first (at least ``len(pooler_scales)``).
-            boxes_xyxy: per image, ``(R_i, 4)`` boxes in the pixels of the (padded) network input.
+            boxes_xyxy: per image, ``(R_i, 4)`` boxes in the pixels of the (padded) network input; or the
+                ``(R, 5)`` ROI rows ``(image index, x1, y1, x2, y2)`` of :func:`rois_from_boxes`.
 
         Returns:
-            ``(R, C, P, P)`` in the dtype of ``features``, boxes in image order. ROIAlign runs in fp32.
+            ``(R, C, P, P)`` in the dtype of ``features``, in ROI order. ROIAlign runs in fp32.
         """
         if len(features) < len(self.pooler_scales):
             raise ValueError(f"mask head: {len(features)} feature maps for {len(self.pooler_scales)} pooler scales")
-        rois = rois_from_boxes(boxes_xyxy).to(features[0].device)
+        rois = _as_rois(boxes_xyxy).to(features[0].device)
         p = self.pooler_resolution
         levels = map_levels(rois[:, 1:], self.k_min, self.k_max)
         pooled, order = [], []
@@ -218,21 +219,21 @@ class MaskHead(nn.Module):
         emb = F.normalize(text, p=2, dim=-1)
         return self.text_proj(emb * self.text_input_scale), emb @ self.bias_lang
 
-    def forward(self, features: Sequence[Tensor], boxes_xyxy: Sequence[Tensor], text: Tensor) -> Tensor:
+    def forward(self, features: Sequence[Tensor], boxes_xyxy: Sequence[Tensor] | Tensor, text: Tensor) -> Tensor:
         """Per-token mask logits of every box.
 
         Args:
             features: fused pyramid maps ``(batch, C, H_l, W_l)``, finest first.
-            boxes_xyxy: ``batch`` tensors ``(R_i, 4)``, boxes in network-input pixels.
+            boxes_xyxy: ``batch`` tensors ``(R_i, 4)``, boxes in network-input pixels, or ``(R, 5)`` ROI rows.
             text: ``(batch, T, text_dim)`` fused text features (all token slots, padding included;
                 padded slots get logits too and are simply never read).
 
         Returns:
             ``(R, T, M, M)`` logits, ``R = sum R_i`` in image order, ``M = 2 * pooler_resolution``.
         """
-        x = self.mask_features(self.pool(features, boxes_xyxy))
-        image_of_box = torch.cat([torch.full((len(b),), i, dtype=torch.long) for i, b in enumerate(boxes_xyxy)])
-        image_of_box = image_of_box.to(x.device)
+        rois = _as_rois(boxes_xyxy).to(text.device)
+        x = self.mask_features(self.pool(features, rois))
+        image_of_box = rois[:, 0].long()
         proj, bias = self.text_queries(text)
         r, c, h, w = x.shape
         logits = torch.bmm(proj[image_of_box], x.reshape(r, c, h * w)) / self.log_scale.exp()
@@ -242,8 +243,42 @@ class MaskHead(nn.Module):
         return logits.reshape(r, proj.shape[1], h, w)
 
 
+    def phrase_logits(self, features: Sequence[Tensor], rois: Tensor, text: Tensor, token_weights: Tensor) -> Tensor:
+        """Each box's phrase mask logits without the per-token tensor: ``(R, M, M)``.
+
+        The phrase logit is the ``token_weights``-weighted sum of the token logits; since a token's
+        logit is linear in its query, this equals :func:`phrase_mask_logits` of :meth:`forward` (as
+        long as no token logit reaches the clamp) at ``1 / T`` of its memory and compute.
+
+        Args:
+            features: fused pyramid maps ``(batch, C, H_l, W_l)``, finest first.
+            rois: ``(R, 5)`` rows ``(image index, x1, y1, x2, y2)`` in network-input pixels.
+            text: ``(batch, T, text_dim)`` fused text.
+            token_weights: ``(R, T)`` weight of each token in each box's phrase (rows sum to 1).
+
+        Returns:
+            ``(R, M, M)`` fp32 logits.
+        """
+        x = self.mask_features(self.pool(features, rois))
+        image_of_box = rois[:, 0].long()
+        proj, bias = self.text_queries(text)
+        weights = token_weights.to(proj.dtype)
+        query = torch.bmm(weights.unsqueeze(1), proj[image_of_box]).squeeze(1)  # (R, C)
+        phrase_bias = (weights * bias[image_of_box]).sum(-1)  # (R,)
+        r, c, h, w = x.shape
+        logits = torch.bmm(query.unsqueeze(1), x.reshape(r, c, h * w)).squeeze(1) / self.log_scale.exp()
+        logits = logits + phrase_bias.unsqueeze(-1)
+        if self.clamp_value is not None:
+            logits = logits.clamp(min=-self.clamp_value, max=self.clamp_value)
+        return logits.reshape(r, h, w).float()
+
+
+def _as_rois(boxes_xyxy: Sequence[Tensor] | Tensor) -> Tensor:
+    return boxes_xyxy.float() if isinstance(boxes_xyxy, Tensor) else rois_from_boxes(boxes_xyxy)
+
+
 # ----------------------------------------------------------------------------- phrases and inference
-def _token_weights(token_ids: Sequence[Sequence[int]], num_tokens: int, device: torch.device) -> Tensor:
+def token_weights(token_ids: Sequence[Sequence[int]], num_tokens: int, device: torch.device) -> Tensor:
     """``(E, T)`` rows ``1 / n`` on each entity's ``n`` tokens (zero rows for entities without tokens)."""
     weights = torch.zeros(len(token_ids), num_tokens)
     for e, toks in enumerate(token_ids):
@@ -264,7 +299,7 @@ def phrase_mask_logits(mask_logits: Tensor, token_ids: Sequence[Sequence[int]], 
         ``(R, M, M)`` fp32 logits (``sigmoid`` gives the official mask probabilities). An entity
         without tokens gets logit 0.
     """
-    weights = _token_weights(token_ids, mask_logits.shape[1], mask_logits.device)[entities.long()]
+    weights = token_weights(token_ids, mask_logits.shape[1], mask_logits.device)[entities.long()]
     return torch.einsum("rt,rthw->rhw", weights, mask_logits.float())
 
 
