@@ -7,12 +7,15 @@ VOC XML, and the shared JSON/YAML reading (decoding, syntax, nesting, top-level 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from glip.cli import main
 from glip.data.coco import CocoDataset
@@ -329,3 +332,62 @@ def test_glip_eval_with_a_bad_annotation_file_prints_one_error_line(tmp_path, ca
 
 def test_all_errors_are_glip_errors():
     assert issubclass(DataError, GLIPError) and issubclass(ConfigError, GLIPError)
+
+
+# ------------------------------------------------------------------------------ seeded fuzz
+_JUNK: list[Any] = ["abc", "", [], {}, None, True, float("nan"), float("inf"), -1, 0, 10**30, 1.5, [1, 2], {"a": 1}]
+
+
+def _mutate(obj: Any, rng: random.Random) -> Any:
+    """A copy of ``obj`` with one or two fields replaced by junk, removed, or duplicated."""
+    obj = copy.deepcopy(obj)
+    for _ in range(rng.randint(1, 2)):
+        paths, stack = [], [((), obj)]
+        while stack:
+            path, node = stack.pop()
+            items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+            for key, child in items:
+                paths.append((*path, key))
+                stack.append(((*path, key), child))
+        if not paths:
+            break
+        path = rng.choice(sorted(paths, key=str))
+        parent = obj
+        for key in path[:-1]:
+            parent = parent[key]
+        if rng.random() < 0.2 and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = copy.deepcopy(rng.choice(_JUNK))
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("reader", "base", "suffix"),
+    [
+        ("coco", _coco(), ".json"),
+        ("mdetr_train", _mdetr(), ".json"),
+        ("mdetr_eval", _mdetr(), ".json"),
+        ("prompts", {"bccd": {"categories": {"RBC": "red"}}, "pot": {"caption_prompt": [{"name": "hole"}]}}, ".yaml"),
+        ("recipe", {"data": {"train": [{"name": "a", "annotations": "a.json"}]}, "optim": {"lr": 1e-4}}, ".yaml"),
+    ],
+)
+def test_seeded_fuzz_of_readers_ends_in_one_line_errors(tmp_path, reader, base, suffix):
+    from glip.engine.config import TrainConfig
+
+    load = {
+        "coco": lambda p: CocoDataset.load(p, check_files=False),
+        "mdetr_train": lambda p: ImageTextDataset(p, tmp_path, check_files=False),
+        "mdetr_eval": load_grounding_annotations,
+        "prompts": load_prompt_overrides,
+        "recipe": TrainConfig.from_yaml,
+    }[reader]
+    rng = random.Random(reader)
+    for seed in range(60):
+        path = tmp_path / f"{seed}{suffix}"
+        data = _mutate(base, rng)
+        path.write_text(yaml.safe_dump(data) if suffix == ".yaml" else json.dumps(data))
+        try:
+            load(path)
+        except GLIPError as e:  # anything else fails the test with its traceback
+            assert "\n" not in str(e) and str(path) in str(e), str(e)
