@@ -7,7 +7,6 @@ import torch
 
 from glip.checkpoints import (
     infer_config,
-    load_model,
     load_official,
     official_key_to_ours,
     read_official_checkpoint,
@@ -25,7 +24,7 @@ IGNORED = ("cls_logits", "cell_anchors", "position_ids")
 def test_official_checkpoint_loads_with_nothing_missing_or_unexpected(tmp_path, preset):
     cfg = GLIPConfig.from_preset(preset)
     official = write_official_checkpoint(cfg, tmp_path / "ckpt.pth")
-    model, report = load_official(tmp_path / "ckpt.pth", cfg)
+    model, report = load_official(tmp_path / "ckpt.pth", GLIPModel, cfg)
     assert report.missing == []
     assert report.unexpected == []
     assert sorted(report.ignored) == sorted(k.removeprefix("module.") for k in official if any(s in k for s in IGNORED))
@@ -88,7 +87,7 @@ def test_shape_mismatch_is_a_clear_error(tmp_path):
     write_official_checkpoint(GLIPConfig.tiny(), tmp_path / "c.pth")
     wrong = GLIPConfig.tiny().replace(**{"tower.fusion_embed_dim": 32})
     with pytest.raises(CheckpointError, match="do not fit the model"):
-        load_official(tmp_path / "c.pth", wrong)
+        load_official(tmp_path / "c.pth", GLIPModel, wrong)
 
 
 def test_unsafe_or_missing_checkpoints_are_refused(tmp_path):
@@ -105,7 +104,7 @@ def test_save_and_load_round_trip(tmp_path):
     model = GLIPModel(GLIPConfig.tiny()).eval()
     save_model(model, tmp_path / "m")
     assert {p.name for p in (tmp_path / "m").iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
-    loaded = load_model(tmp_path / "m").eval()
+    loaded = GLIPModel.from_pretrained(tmp_path / "m").eval()
     for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(a, b)
     assert not list((tmp_path / "m").glob("*.tmp"))
@@ -114,7 +113,7 @@ def test_save_and_load_round_trip(tmp_path):
     cfg["tower"]["num_blocks"] = 3
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="do not match its config"):
-        load_model(tmp_path / "m")
+        GLIPModel.from_pretrained(tmp_path / "m")
 
 
 def test_official_pth_loads_through_from_pretrained(tmp_path):

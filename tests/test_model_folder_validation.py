@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from glip.checkpoints import load_model
 from glip.cli import main
 from glip.config import GLIPConfig
 from glip.errors import CheckpointError, ConfigError
+from glip.modeling.glip import GLIPModel
 
 
 @pytest.fixture()
@@ -50,7 +50,7 @@ def _message(err: pytest.ExceptionInfo, *parts: str) -> str:
 def test_unreadable_config_json(folder, content, message):
     (folder / "config.json").write_bytes(content)
     with pytest.raises(ConfigError) as err:
-        load_model(folder)
+        GLIPModel.from_pretrained(folder)
     _message(err, str(folder / "config.json"), message)
 
 
@@ -72,14 +72,14 @@ def test_unreadable_config_json(folder, content, message):
 def test_config_fields_are_checked(folder, edit, field):
     _edit_config(folder, edit)
     with pytest.raises(ConfigError) as err:
-        load_model(folder)
+        GLIPModel.from_pretrained(folder)
     _message(err, f"{folder / 'config.json'}: ", field)
 
 
 def test_config_that_does_not_fit_the_weights_is_refused_before_building(folder):
     _edit_config(folder, lambda d: d["tower"].update(fusion_embed_dim=4096, num_blocks=3))
     with pytest.raises(CheckpointError) as err:
-        load_model(folder)
+        GLIPModel.from_pretrained(folder)
     _message(err, "do not match its config", "shape mismatches", "missing")
 
 
@@ -89,7 +89,7 @@ def test_non_finite_weights_are_refused_with_their_names(folder, value):
     state["head.bias0"] = torch.full_like(state["head.bias0"], value)
     save_file(state, str(folder / "model.safetensors"))
     with pytest.raises(CheckpointError) as err:
-        load_model(folder)
+        GLIPModel.from_pretrained(folder)
     _message(err, "model.safetensors", "NaN or infinite", "head.bias0")
 
 
@@ -104,7 +104,7 @@ def test_non_finite_weights_are_refused_with_their_names(folder, value):
 def test_corrupt_weight_files(folder, name, content, message):
     (folder / name).write_bytes(content)
     with pytest.raises(CheckpointError) as err:
-        load_model(folder)
+        GLIPModel.from_pretrained(folder)
     _message(err, str(folder), message)
 
 
@@ -117,7 +117,7 @@ def test_official_checkpoint_with_non_finite_values(tmp_path):
     model[key] = torch.full_like(model[key], float("nan"))
     torch.save({"model": model}, path)
     with pytest.raises(CheckpointError) as err:
-        load_model(path)
+        GLIPModel.from_pretrained(path)
     _message(err, str(path), "head.bbox_pred.weight")
 
 
@@ -125,7 +125,7 @@ def test_official_checkpoint_that_is_not_a_state_dict(tmp_path):
     path = tmp_path / "official.pth"
     torch.save({"model": {"a": 1}}, path)
     with pytest.raises(CheckpointError, match="not named tensors"):
-        load_model(path)
+        GLIPModel.from_pretrained(path)
 
 
 def test_replace_suggests_the_closest_key():

@@ -317,13 +317,20 @@ def convert_official_state(
     return out, report
 
 
-def load_official(path: str | Path, config: GLIPConfig | None = None) -> tuple[object, ConversionReport]:
-    """Build a :class:`GLIPModel` from an official ``.pth`` (architecture inferred unless ``config`` is given)."""
-    from glip.modeling.glip import GLIPModel
+def load_official(
+    path: str | Path, model_cls: type, config: GLIPConfig | None = None
+) -> tuple[Any, ConversionReport]:
+    """Build a model from an official ``.pth`` (architecture inferred unless ``config`` is given).
 
+    Args:
+        path: the official checkpoint.
+        model_cls: the model class (:class:`glip.modeling.glip.GLIPModel`); passed in so that this
+            module does not depend on the modeling code.
+        config: the architecture; None infers it from the checkpoint's keys.
+    """
     official = read_official_checkpoint(path)
     config = config or infer_config(official)
-    model = GLIPModel(config, load_pretrained_parts=False)
+    model = model_cls(config, load_pretrained_parts=False)
     state, report = convert_official_state(official, model.state_dict(), config.tower.early_fusion)
     check_finite(state, path)
     model.load_state_dict(state, strict=False)
@@ -394,8 +401,9 @@ def save_model(
     return out
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> object:
-    """Load one of our model folders, or an official ``.pth`` file.
+def load_model(path: str | Path, model_cls: type, map_location: str | torch.device = "cpu") -> Any:
+    """Load one of our model folders, or an official ``.pth`` file, as a ``model_cls``
+    (:class:`glip.modeling.glip.GLIPModel`; use ``GLIPModel.from_pretrained``).
 
     The folder's files are checked before the model is built: ``config.json`` field by field, the
     tensor names and shapes of ``model.safetensors`` against the architecture the config describes
@@ -406,11 +414,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ob
             config or hold NaN/infinite values.
         ConfigError: if ``config.json`` is not a valid config (naming the field).
     """
-    from glip.modeling.glip import GLIPModel
-
     p = Path(path)
     if p.is_file() and p.suffix in (".pth", ".pt", ".bin"):
-        model, _ = load_official(p)
+        model, _ = load_official(p, model_cls)
         return model.to(map_location)  # type: ignore[attr-defined]
     if not p.exists():
         raise CheckpointError(
@@ -421,7 +427,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ob
     config = GLIPConfig.from_json(p / CONFIG_NAME)
     excluded = _excluded_prefixes(p / MANIFEST_NAME)
     with torch.device("meta"):  # shapes only: a corrupt config cannot make us allocate a huge model
-        skeleton = _build(GLIPModel, config, p, load_pretrained_parts=False)
+        skeleton = _build(model_cls, config, p, load_pretrained_parts=False)
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items() if not k.startswith(excluded)}
     _check_names_and_shapes(_header_shapes(p / WEIGHTS_NAME), expected, p)
     try:
@@ -430,7 +436,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ob
         raise CheckpointError(one_line(f"cannot read {p / WEIGHTS_NAME}: {e}")) from e
     check_finite(state, p / WEIGHTS_NAME)
     # parts left out of the file come from the installed packages named by the config
-    model = _build(GLIPModel, config, p, load_pretrained_parts=bool(excluded))
+    model = _build(model_cls, config, p, load_pretrained_parts=bool(excluded))
     own = model.state_dict()
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
     return model.to(map_location)

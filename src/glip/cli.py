@@ -15,6 +15,7 @@ from pathlib import Path
 
 from glip import recipes
 from glip.errors import GLIPError
+from glip.validation import one_line
 from glip.version import __version__
 
 logger = logging.getLogger("glip")
@@ -78,9 +79,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from glip.checkpoints import load_official, save_model
     from glip.config import GLIPConfig
+    from glip.modeling.glip import GLIPModel
 
     config = GLIPConfig.from_preset(args.preset) if args.preset else None
-    model, report = load_official(args.checkpoint, config)
+    model, report = load_official(args.checkpoint, GLIPModel, config)
     print(report.summary())
     out = save_model(model, args.out_dir)
     print(f"wrote {out} ({model.num_parameters() / 1e6:.1f}M parameters, preset {model.config.preset})")  # type: ignore[attr-defined]
@@ -367,14 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def one_line(message: object) -> str:
-    """A message on one line (newlines and runs of spaces collapsed), printable on any terminal."""
-    text = " ".join(str(message).split())
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _print_error(message: object) -> None:
-    line = f"error: {one_line(message)}\n"
+    line = f"error: {one_line(str(message))}\n".encode("utf-8", "backslashreplace").decode("utf-8")
     encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
     try:
         sys.stderr.write(line.encode(encoding, "backslashreplace").decode(encoding))

@@ -595,6 +595,8 @@ def _migrate(data: Any) -> Any:
     """Configs written before the ``heads`` section: ``loss.contrastive_dim`` → ``heads.contrastive.dim``."""
     if not isinstance(data, dict) or not isinstance(data.get("loss"), dict) or "contrastive_dim" not in data["loss"]:
         return data
+    if not isinstance(data.get("heads", {}), dict | None):
+        return data  # the builder reports the malformed section
     data = {**data, "loss": dict(data["loss"])}
     dim = data["loss"].pop("contrastive_dim")
     heads = dict(data.get("heads") or {})

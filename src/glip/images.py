@@ -20,12 +20,16 @@ OpenCV frames are BGR: pass ``frame[..., ::-1]``.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
 
 from glip.errors import ImageError
 
@@ -192,4 +196,47 @@ def is_image_like(value: object) -> bool:
     return isinstance(ndim, int) and ndim in (2, 3)
 
 
-__all__ = ["ImageLike", "is_image_like", "load_image", "printable_path", "to_pil", "to_rgb"]
+# ---------------------------------------------------------------------------------------------- tensors
+def normalize_image(
+    image: Image.Image, input_format: str = "bgr255", pixel_mean: Tensor | None = None, pixel_std: Tensor | None = None
+) -> Tensor:
+    """PIL image → ``(3, H, W)`` float32 normalised tensor (the processor's and the data pipeline's arithmetic).
+
+    Args:
+        image: an RGB image (other modes are converted).
+        input_format: ``"bgr255"`` (official: BGR, 0-255) or ``"rgb"`` (RGB, 0-1).
+        pixel_mean, pixel_std: ``(3, 1, 1)`` statistics in the input format's order and scale.
+    """
+    if image.mode != "RGB":
+        image = to_rgb(image)
+    x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div(255)
+    if input_format == "bgr255":
+        x = x[[2, 1, 0]] * 255
+    if pixel_mean is not None:
+        x = x - pixel_mean
+    if pixel_std is not None:
+        x = x / pixel_std
+    return x
+
+
+def pad_images(images: Sequence[Tensor], size_divisibility: int = 32) -> tuple[Tensor, Tensor]:
+    """Zero-pad ``(C, h_i, w_i)`` tensors to ``(B, C, H, W)``, H and W multiples of ``size_divisibility``
+    (official ``to_image_list``).
+
+    Returns:
+        The batch and its ``(B, H, W)`` bool mask, True on real pixels.
+    """
+    d = max(int(size_divisibility), 1)
+    hmax = int(math.ceil(max(x.shape[1] for x in images) / d) * d)
+    wmax = int(math.ceil(max(x.shape[2] for x in images) / d) * d)
+    batch = images[0].new_zeros(len(images), images[0].shape[0], hmax, wmax)
+    mask = torch.zeros(len(images), hmax, wmax, dtype=torch.bool)
+    for i, x in enumerate(images):
+        batch[i, :, : x.shape[1], : x.shape[2]] = x
+        mask[i, : x.shape[1], : x.shape[2]] = True
+    return batch, mask
+
+
+__all__ = [
+    "ImageLike", "is_image_like", "load_image", "normalize_image", "pad_images", "printable_path", "to_pil", "to_rgb",
+]

@@ -14,19 +14,17 @@ from the fast tokenizer's character offsets.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
 from glip.config import GLIPConfig
 from glip.errors import PromptError
-from glip.images import ImageLike, is_image_like, load_image, to_pil, to_rgb
-from glip.modeling.anchors import BoxCoder
+from glip.images import ImageLike, is_image_like, load_image, normalize_image, pad_images, to_pil, to_rgb
+from glip.modeling.anchors import BoxCoder, box_coder_for
 from glip.modeling.postprocess import ATSSPostProcessor
 from glip.structures import Detections, EntityMap
 from glip.text import Prompt, caption_prompt, detection_prompt, load_tokenizer, tokenize_prompt
@@ -131,7 +129,7 @@ class GLIPProcessor:
         if tokenizer is None:
             tokenizer = load_tokenizer(config.text.tokenizer)
         post = ATSSPostProcessor(
-            BoxCoder(tuple(h.box_coder_weights), h.bbox_xform_clip, h.legacy_plus_one),
+            box_coder_for(h),
             pp.score_threshold,
             pp.pre_nms_top_n,
             pp.nms_threshold,
@@ -165,10 +163,7 @@ class GLIPProcessor:
         nh, nw = resized_size(width, height, self.min_size, self.max_size)
         if (nh, nw) != (height, width):
             image = image.resize((nw, nh), Image.BILINEAR)
-        x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div(255)
-        if self.input_format == "bgr255":
-            x = x[[2, 1, 0]] * 255
-        x = (x - self.pixel_mean) / self.pixel_std
+        x = normalize_image(image, self.input_format, self.pixel_mean, self.pixel_std)
         return x, (nh, nw), (height, width)
 
     def pad(self, images: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -177,15 +172,7 @@ class GLIPProcessor:
         Returns:
             The batch and its ``(B, H, W)`` bool pixel mask.
         """
-        d = self.size_divisibility
-        hmax = int(math.ceil(max(x.shape[1] for x in images) / d) * d)
-        wmax = int(math.ceil(max(x.shape[2] for x in images) / d) * d)
-        batch = images[0].new_zeros(len(images), 3, hmax, wmax)
-        mask = torch.zeros(len(images), hmax, wmax, dtype=torch.bool)
-        for i, x in enumerate(images):
-            batch[i, :, : x.shape[1], : x.shape[2]] = x
-            mask[i, : x.shape[1], : x.shape[2]] = True
-        return batch, mask
+        return pad_images(images, self.size_divisibility)
 
     # ------------------------------------------------------------------ text
     def make_prompt(self, prompt: PromptLike) -> Prompt:

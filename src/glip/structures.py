@@ -90,6 +90,27 @@ def xyxy_to_xywh(boxes_xyxy: Tensor, legacy_plus_one: bool = True) -> Tensor:
     return torch.stack((x1, y1, x2 - x1 + one, y2 - y1 + one), dim=-1)
 
 
+def box_iou(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor, legacy_plus_one: bool = True) -> Tensor:
+    """Pairwise IoU (the one IoU of the package: ATSS, mask-ROI matching, grounding recall).
+
+    Args:
+        boxes1_xyxy: ``(N, 4)`` boxes.
+        boxes2_xyxy: ``(M, 4)`` boxes.
+        legacy_plus_one: widths are ``x2 - x1 + 1`` (official ``boxlist_iou``).
+
+    Returns:
+        ``(N, M)`` IoU matrix.
+    """
+    one = 1.0 if legacy_plus_one else 0.0
+    area1 = (boxes1_xyxy[:, 2] - boxes1_xyxy[:, 0] + one) * (boxes1_xyxy[:, 3] - boxes1_xyxy[:, 1] + one)
+    area2 = (boxes2_xyxy[:, 2] - boxes2_xyxy[:, 0] + one) * (boxes2_xyxy[:, 3] - boxes2_xyxy[:, 1] + one)
+    lt = torch.max(boxes1_xyxy[:, None, :2], boxes2_xyxy[None, :, :2])
+    rb = torch.min(boxes1_xyxy[:, None, 2:], boxes2_xyxy[None, :, 2:])
+    wh = (rb - lt + one).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area1[:, None] + area2[None, :] - inter)
+
+
 def xywh_to_xyxy(boxes_xywh: Tensor, legacy_plus_one: bool = True) -> Tensor:
     """COCO ``(K, 4)`` xywh → xyxy; the official data loader uses ``x2 = x + w - 1``."""
     one = 1.0 if legacy_plus_one else 0.0

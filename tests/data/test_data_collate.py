@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from glip.data.collate import GroundingCollator, pad_images
+from glip.data.collate import GroundingCollator
 from glip.errors import ConfigError, DataError
+from glip.images import pad_images
 from glip.structures import GroundingSample
 from glip.text import Prompt, caption_prompt, detection_prompt, load_tokenizer
 

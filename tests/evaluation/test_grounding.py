@@ -13,9 +13,9 @@ from glip.errors import ConfigError, DataError
 from glip.evaluation.grounding import (
     GroundingMetrics,
     PhraseGrounding,
-    box_iou,
     evaluate_grounding,
     evaluate_grounding_model,
+    flickr_box_iou,
     merge_boxes,
     predict_grounding,
 )
@@ -179,7 +179,7 @@ def test_degenerate_boxes_are_skipped_counted_and_logged(tmp_path, caplog):
 def test_box_iou_has_no_plus_one_and_merge_encloses():
     a = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
     b = torch.tensor([[5.0, 0.0, 15.0, 10.0]])
-    assert box_iou(a, b).item() == pytest.approx(50 / 150)
+    assert flickr_box_iou(a, b).item() == pytest.approx(50 / 150)
     merged = merge_boxes(torch.tensor([[0.0, 5.0, 10.0, 10.0], [20.0, 0.0, 30.0, 8.0]]))
     assert merged.tolist() == [[0.0, 0.0, 30.0, 10.0]]
 
@@ -235,7 +235,7 @@ def test_iou_exactly_at_the_threshold_is_a_hit():
     ds = _dataset()
     gt = torch.tensor([[10.0, 10.0, 50.0, 100.0]])
     exact = [10.0, 10.0, 50.0, 55.0]  # half the GT: IoU exactly 0.5 in binary floating point
-    assert box_iou(torch.tensor([exact]), gt).item() == 0.5
+    assert flickr_box_iou(torch.tensor([exact]), gt).item() == 0.5
     below = [10.0, 10.0, 50.0, 54.9]
     assert evaluate_grounding({7: [[exact], [], []]}, ds).recall[1] == pytest.approx(1 / 3)
     assert evaluate_grounding({7: [[below], [], []]}, ds).recall[1] == 0.0

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from glip.modeling.anchors import grid_anchors
-from glip.modeling.assigner import atss_assign, atss_assign_batch, box_iou
+from glip.modeling.assigner import atss_assign, atss_assign_batch
+from glip.structures import box_iou
 
 GT = torch.tensor([[0.0, 0.0, 19.0, 9.0]])  # a 20 x 10 box (+1 convention)
 

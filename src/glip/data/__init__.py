@@ -13,7 +13,7 @@ Typical training pipeline::
 """
 
 from glip.data.coco import CocoDataset, SplitFile, default_image_root, find_coco_splits
-from glip.data.collate import GroundingCollator, pad_images
+from glip.data.collate import GroundingCollator
 from glip.data.grounding import (
     DetectionGroundingDataset,
     GroundingDatasetBase,
@@ -40,9 +40,9 @@ from glip.data.transforms import (
     TestTransform,
     TrainTransform,
     hflip_boxes,
-    normalize_image,
     resize_boxes,
 )
+from glip.images import normalize_image, pad_images
 
 __all__ = [
     "GLIP_T_TRAIN_SIZES",

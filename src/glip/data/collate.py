@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor
 
 from glip.errors import ConfigError, DataError, PromptError
+from glip.images import pad_images
 from glip.structures import GroundingSample, GroundingTarget, TrainBatch
 from glip.text import MAX_QUERY_LEN, Prompt, spans_to_token_ids, tokenize_prompt
 from glip.text.mlm import greenlight_map, mask_tokens
@@ -43,25 +43,6 @@ logger = logging.getLogger(__name__)
 MaskFn = Callable[..., tuple[Tensor, Tensor]]
 """``mask_tokens(input_ids, attention_mask, vocab_size, mask_token_id, special_ids, probability,
 generator, greenlight) -> (masked input_ids, labels with -100 where not predicted)``."""
-
-
-def pad_images(images: Sequence[Tensor], size_divisibility: int = 32) -> tuple[Tensor, Tensor]:
-    """Zero-pad ``(3, h_i, w_i)`` tensors to ``(B, 3, H, W)``, H and W multiples of ``size_divisibility``.
-
-    Same arithmetic as :meth:`glip.processing.GLIPProcessor.pad` (official ``to_image_list``).
-
-    Returns:
-        The batch and its ``(B, H, W)`` bool mask, True on real pixels.
-    """
-    d = max(int(size_divisibility), 1)
-    hmax = int(math.ceil(max(x.shape[1] for x in images) / d) * d)
-    wmax = int(math.ceil(max(x.shape[2] for x in images) / d) * d)
-    batch = images[0].new_zeros(len(images), images[0].shape[0], hmax, wmax)
-    mask = torch.zeros(len(images), hmax, wmax, dtype=torch.bool)
-    for i, x in enumerate(images):
-        batch[i, :, : x.shape[1], : x.shape[2]] = x
-        mask[i, : x.shape[1], : x.shape[2]] = True
-    return batch, mask
 
 
 class GroundingCollator:

@@ -23,40 +23,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
 from glip.config import BGR255_MEAN, BGR255_STD, InputConfig
 from glip.errors import ConfigError
+from glip.images import normalize_image
 from glip.processing import resized_size
 from glip.structures import GroundingSample
 
 GLIP_T_TRAIN_SIZES = (480, 560, 640, 720, 800)
 """``AUGMENT.MULT_MIN_SIZE_TRAIN`` of the GLIP-T pretraining configs."""
-
-
-def normalize_image(
-    image: Image.Image, input_format: str = "bgr255", pixel_mean: Tensor | None = None, pixel_std: Tensor | None = None
-) -> Tensor:
-    """PIL RGB image → ``(3, H, W)`` float32 normalised tensor (same arithmetic as the processor).
-
-    Args:
-        image: an RGB image (other modes are converted).
-        input_format: ``"bgr255"`` (official: BGR, 0-255) or ``"rgb"`` (RGB, 0-1).
-        pixel_mean, pixel_std: ``(3, 1, 1)`` statistics in the input format's order and scale.
-    """
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div(255)
-    if input_format == "bgr255":
-        x = x[[2, 1, 0]] * 255
-    if pixel_mean is not None:
-        x = x - pixel_mean
-    if pixel_std is not None:
-        x = x / pixel_std
-    return x
 
 
 def resize_boxes(boxes_xyxy: Tensor, old_size: tuple[int, int], new_size: tuple[int, int]) -> Tensor:

@@ -231,11 +231,8 @@ def build_source(
 
 def _prompt_words(spec: SourceSpec) -> list[str]:
     """The words a detection source puts in prompts for its classes (overrides applied)."""
-    import json
-    from pathlib import Path
-
-    categories = json.loads(Path(spec.annotations).read_text()).get("categories", [])
-    return [spec.prompt_overrides.get(c["name"], c["name"]) for c in categories]
+    names = CocoDataset.load(spec.annotations, spec.images, check_files=False).category_names
+    return [spec.prompt_overrides.get(n, n) for n in names]
 
 
 def build_train_data(config: TrainConfig, model_config: GLIPConfig, dist: DistInfo) -> TrainData:

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from glip.errors import ConfigError, DataError
 from glip.evaluation.grounding_data import EntryId, GroundingDataset, load_grounding_annotations
 from glip.processing import load_image
+from glip.structures import box_iou
 
 if TYPE_CHECKING:
     from glip.predictor import GLIPPredictor
@@ -136,25 +137,18 @@ class GroundingMetrics:
         return f"phrase grounding ({self.protocol}-box, IoU >= {self.iou_threshold}):\n" + "\n".join(lines)
 
 
-def box_iou(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor) -> Tensor:
-    """Pairwise IoU as the official Flickr evaluator computes it (no ``+1``, float64).
+def flickr_box_iou(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor) -> Tensor:
+    """Pairwise IoU as the official Flickr evaluator computes it: no ``+1``, float64 (NaN where both
+    boxes have zero area).
 
     Args:
         boxes1_xyxy: ``(N, 4)``.
         boxes2_xyxy: ``(M, 4)``.
 
     Returns:
-        ``(N, M)`` IoU (NaN where both boxes have zero area).
+        ``(N, M)`` IoU.
     """
-    a = boxes1_xyxy.to(torch.float64)
-    b = boxes2_xyxy.to(torch.float64)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
+    return box_iou(boxes1_xyxy.to(torch.float64), boxes2_xyxy.to(torch.float64), legacy_plus_one=False)
 
 
 def merge_boxes(boxes_xyxy: Tensor) -> Tensor:
@@ -171,7 +165,7 @@ def first_hit_rank(pred_boxes_xyxy: Tensor, gt_boxes_xyxy: Tensor, iou_threshold
     """
     if pred_boxes_xyxy.shape[0] == 0 or gt_boxes_xyxy.shape[0] == 0:
         return None
-    best = box_iou(pred_boxes_xyxy, gt_boxes_xyxy).amax(dim=1)  # (K,)
+    best = flickr_box_iou(pred_boxes_xyxy, gt_boxes_xyxy).amax(dim=1)  # (K,)
     hits = (best >= iou_threshold).nonzero()
     return int(hits[0, 0]) if hits.numel() else None
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from glip.config import HeadConfig
+
 
 def cell_anchor(stride: int, size: float, legacy_plus_one: bool = True) -> Tensor:
     """The anchor of the location at the origin of a level, as ``(4,)`` float32 xyxy.
@@ -123,3 +125,8 @@ class BoxCoder:
         w, h = torch.exp(dw) * aw, torch.exp(dh) * ah
         half_w, half_h = 0.5 * (w - self.one), 0.5 * (h - self.one)
         return torch.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), dim=-1)
+
+
+def box_coder_for(head: HeadConfig) -> BoxCoder:
+    """The box coder of a model's grounding head (the one place a config becomes a :class:`BoxCoder`)."""
+    return BoxCoder(tuple(head.box_coder_weights), head.bbox_xform_clip, head.legacy_plus_one)

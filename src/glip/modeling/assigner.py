@@ -21,29 +21,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from glip.structures import box_iou
+
 # The official "minus infinity" IoU of an anchor that is not a positive candidate of a box.
 _NEG_INF = -1e8
-
-
-def box_iou(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor, legacy_plus_one: bool = True) -> Tensor:
-    """Pairwise IoU.
-
-    Args:
-        boxes1_xyxy: ``(N, 4)`` boxes.
-        boxes2_xyxy: ``(M, 4)`` boxes.
-        legacy_plus_one: widths are ``x2 - x1 + 1`` (official ``boxlist_iou``).
-
-    Returns:
-        ``(N, M)`` IoU matrix.
-    """
-    one = 1.0 if legacy_plus_one else 0.0
-    area1 = (boxes1_xyxy[:, 2] - boxes1_xyxy[:, 0] + one) * (boxes1_xyxy[:, 3] - boxes1_xyxy[:, 1] + one)
-    area2 = (boxes2_xyxy[:, 2] - boxes2_xyxy[:, 0] + one) * (boxes2_xyxy[:, 3] - boxes2_xyxy[:, 1] + one)
-    lt = torch.max(boxes1_xyxy[:, None, :2], boxes2_xyxy[None, :, :2])
-    rb = torch.min(boxes1_xyxy[:, None, 2:], boxes2_xyxy[None, :, 2:])
-    wh = (rb - lt + one).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    return inter / (area1[:, None] + area2[None, :] - inter)
 
 
 def box_centers(boxes_xyxy: Tensor) -> Tensor:

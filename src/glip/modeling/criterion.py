@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from glip.config import GLIPConfig
-from glip.modeling.anchors import BoxCoder
+from glip.modeling.anchors import BoxCoder, box_coder_for
 from glip.modeling.assigner import atss_assign_batch
 from glip.modeling.glip import GLIPOutput
 from glip.modeling.losses import (
@@ -159,7 +159,7 @@ class GLIPCriterion(nn.Module):
         """The criterion of a model config (``config.loss``; the box coder from ``config.head`` if not given)."""
         lo, h = config.loss, config.head
         if box_coder is None:
-            box_coder = BoxCoder(tuple(h.box_coder_weights), h.bbox_xform_clip, h.legacy_plus_one)
+            box_coder = box_coder_for(h)
         return cls(
             box_coder,
             topk=lo.atss_topk,

@@ -22,7 +22,7 @@ from transformers.activations import ACT2FN
 
 from glip.config import GLIPConfig
 from glip.errors import ConfigError
-from glip.modeling.anchors import BoxCoder, grid_anchors
+from glip.modeling.anchors import box_coder_for, grid_anchors
 from glip.modeling.backbone import VisionBackbone, build_vision_backbone
 from glip.modeling.dyhead import ConvGN, DyConv, ModulatedDeformConv3x3, VLTower, VLTowerBlock, level_pixel_mask
 from glip.modeling.fusion import BiMultiHeadAttention, FusionBlock, flatten_levels
@@ -209,7 +209,7 @@ class GLIPModel(nn.Module):
             h.text_input_scale,
             tw.clamp_value,
         )
-        self.box_coder = BoxCoder(tuple(h.box_coder_weights), h.bbox_xform_clip, h.legacy_plus_one)
+        self.box_coder = box_coder_for(h)
         heads = config.heads
         # Prompt tuning (official language_prompt_v2): only this offset is trained, initialised to zero.
         self.prompt_offset = (
@@ -409,7 +409,7 @@ class GLIPModel(nn.Module):
         """Load a saved model folder (``config.json`` + ``model.safetensors``) or an official ``.pth``."""
         from glip.checkpoints import load_model
 
-        return load_model(path, map_location=map_location)
+        return load_model(path, cls, map_location=map_location)
 
     def save_pretrained(
         self, folder: str | Path, exclude: tuple[str, ...] = (), dtype: torch.dtype | None = None

@@ -7,16 +7,18 @@ checkpoint with the same vocabulary works; the rest of the model takes its width
 
 from __future__ import annotations
 
-import json
 import logging
+import pickle
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 from transformers import BertConfig, BertModel
 
 from glip.errors import CheckpointError
+from glip.validation import one_line, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ class TextEncoder(nn.Module):
         cfg_file = folder / "config.json"
         if not cfg_file.is_file():
             raise CheckpointError(f"text weights folder {folder} has no config.json")
-        theirs = json.loads(cfg_file.read_text())
+        theirs = read_json(cfg_file, "text encoder config", CheckpointError, mapping=True)
         ours = self.bert.config.to_dict()
         diff = {k: (theirs.get(k), ours[k]) for k in _CONFIG_FIELDS if theirs.get(k) != ours[k]}
         if diff:
@@ -119,15 +121,22 @@ class TextEncoder(nn.Module):
                 + ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
                 + "; make text.* in the model config match the checkpoint's config.json"
             )
-        if (folder / "model.safetensors").is_file():
-            state = load_file(str(folder / "model.safetensors"))
-        elif (folder / "pytorch_model.bin").is_file():
-            state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        else:
-            raise CheckpointError(f"text weights folder {folder} has neither model.safetensors nor pytorch_model.bin")
-        state = {k.removeprefix("bert."): v for k, v in state.items()}
-        state = {k: v for k, v in state.items() if k not in _UNUSED_BERT_KEYS and not k.startswith("cls.")}
-        missing, unexpected = self.bert.load_state_dict(state, strict=False)
+        try:
+            if (folder / "model.safetensors").is_file():
+                state = load_file(str(folder / "model.safetensors"))
+            elif (folder / "pytorch_model.bin").is_file():
+                state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+            else:
+                raise CheckpointError(
+                    f"text weights folder {folder} has neither model.safetensors nor pytorch_model.bin"
+                )
+            state = {k.removeprefix("bert."): v for k, v in state.items()}
+            state = {k: v for k, v in state.items() if k not in _UNUSED_BERT_KEYS and not k.startswith("cls.")}
+            missing, unexpected = self.bert.load_state_dict(state, strict=False)
+        except CheckpointError:
+            raise
+        except (SafetensorError, OSError, RuntimeError, pickle.UnpicklingError, AttributeError) as e:
+            raise CheckpointError(one_line(f"cannot load the text weights in {folder}: {e}")) from e
         if missing or unexpected:
             raise CheckpointError(
                 f"text weights in {folder} do not match a BERT encoder: missing {missing[:5]}, "

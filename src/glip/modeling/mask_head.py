@@ -31,7 +31,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_iou, roi_align
+from torchvision.ops import roi_align
+
+from glip.structures import box_iou
 
 
 def _conv3x3(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Conv2d:
@@ -348,8 +350,7 @@ def match_boxes(rois_xyxy: Tensor, gt_boxes_xyxy: Tensor, iou_threshold: float =
     """
     if gt_boxes_xyxy.shape[0] == 0 or rois_xyxy.shape[0] == 0:
         return torch.full((rois_xyxy.shape[0],), -1, dtype=torch.long, device=rois_xyxy.device)
-    plus_one = rois_xyxy.new_tensor([0.0, 0.0, 1.0, 1.0])
-    best, index = box_iou(gt_boxes_xyxy.float() + plus_one, rois_xyxy.float() + plus_one).max(dim=0)
+    best, index = box_iou(gt_boxes_xyxy.float(), rois_xyxy.float(), legacy_plus_one=True).max(dim=0)
     return torch.where(best >= iou_threshold, index, torch.full_like(index, -1))
 
 
