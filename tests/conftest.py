@@ -31,3 +31,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_model")
     model.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_mask_model_dir(tmp_path_factory) -> Path:
+    """The biased tiny model with a GLIPv2 mask head (random weights, 16x16 masks)."""
+    from glip.config import GLIPConfig
+    from glip.modeling.glip import GLIPModel
+
+    torch.manual_seed(0)
+    model = GLIPModel(GLIPConfig.tiny().replace(**{"heads.mask": {"pooler_resolution": 8}})).eval()
+    with torch.no_grad():
+        model.head.bias0.fill_(3.0)
+    out = tmp_path_factory.mktemp("tiny_mask_model")
+    model.save_pretrained(out)
+    return out

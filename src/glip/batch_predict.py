@@ -131,8 +131,12 @@ def predict_files(
     threshold: float = 0.3,
     progress: bool = True,
     on_skip: Callable[[Path, str], None] | None = None,
+    masks: bool = False,
 ) -> BatchResult:
     """Detect in every image and write ``<stem>.json`` and ``<stem>.jpg`` (boxes drawn) into ``out_dir``.
+
+    With ``masks`` (a model with a mask head) every detection also gets its instance mask: a COCO
+    RLE ``"mask"`` in the JSON record and a filled, outlined region in the picture.
 
     Images that cannot be read are skipped (see :class:`BatchResult`) and reported as they are met:
     ``on_skip(path, reason)`` when given, else a logged warning.
@@ -146,6 +150,8 @@ def predict_files(
     paths = list(paths)
     stems = unique_stems(paths)
     chunks = predictor.prompts_for(classes, prompt)
+    if masks:
+        predictor.model.require_head("mask")
     check_outputs(paths, out, stems)
     with disk_errors(out):
         out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +163,7 @@ def predict_files(
             result.skipped.append((path, str(e)))
             (on_skip or _log_skip)(path, str(e))
             continue
-        det = predictor.predict_chunks([image], chunks)[0]
+        det = predictor.predict_chunks([image], chunks, masks=masks, mask_min_score=threshold)[0]
         det = det.above(threshold) if threshold > 0 else det
         record = {
             "kind": RECORD_KIND,

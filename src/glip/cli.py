@@ -63,6 +63,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         progress=not args.quiet,
         on_skip=_warn_skip,
+        masks=args.masks,
     )
     for path in result.written:
         record = json.loads(path.read_text())
@@ -70,10 +71,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"{record['image']}: {len(dets)} detections -> {printable_path(path.with_suffix('.jpg'))}")
         for d in dets:
             box = ", ".join(f"{c:.1f}" for c in d["box_xyxy"])
-            print(f"  {d['label_name']:<24} {d['score']:.3f}  [{box}]")
+            area = f"  mask {_mask_area(d['mask'])} px" if "mask" in d else ""
+            print(f"  {d['label_name']:<24} {d['score']:.3f}  [{box}]{area}")
     if result.skipped:  # each one was reported by a warning as it was met
         raise GLIPError(f"{result.summary()}: {len(result.skipped)} image(s) could not be read (see the warnings)")
     return 0
+
+
+def _mask_area(rle: dict) -> int:
+    from glip.masks import rle_area
+
+    return rle_area([rle])[0]
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -120,8 +128,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     predictor = _predictor(args)
     prompt = dataset_prompt(dataset.category_names, _overrides(args).get(name), args.prompt_template)
     report, metrics = evaluate_coco_dataset(
-        predictor, dataset, prompt, args.batch_size, args.backend, args.out_dir, name, args.dataset.stem, not args.quiet
-    )
+        predictor, dataset, prompt, args.batch_size, args.backend, args.out_dir, name, args.dataset.stem,
+        not args.quiet, iou_type=args.iou_type,
+    )  # fmt: skip
     md, js = write_reports(
         args.out_dir, f"{name}_{args.dataset.stem}_report", detection_markdown(report), report.to_dict()
     )
@@ -173,6 +182,24 @@ def _cmd_eval_suite(args: argparse.Namespace) -> int:
     md, js = write_reports(args.out_dir, "suite_report", markdown, result.to_dict())
     print(markdown)
     print(f"report: {md} and {js}")
+    return 0
+
+
+def _cmd_eval_refseg(args: argparse.Namespace) -> int:
+    from glip.evaluation.refseg import evaluate_refseg
+
+    predictor = _predictor(args)
+    report = evaluate_refseg(
+        predictor, args.annotations, args.images, threshold=args.threshold, progress=not args.quiet,
+        out_dir=args.out_dir,
+    )  # fmt: skip
+    m = report.metrics
+    pr = " ".join(f"{k} {100 * v:.1f}" for k, v in m["precision_at"].items())
+    print(f"{report.dataset} ({report.num_expressions} expressions, {report.num_images} images): "
+          f"mIoU {100 * m['mean_iou']:.1f}  cIoU {100 * m['cumulative_iou']:.1f}  {pr}")  # fmt: skip
+    for template, t in sorted(m.get("per_template", {}).items()):
+        print(f"  {template:<12} n={t['num_expressions']:<5} mIoU {100 * t['mean_iou']:.1f}")
+    print(f"report: {' and '.join(report.report_files)}; per expression: {report.results_file}")
     return 0
 
 
@@ -307,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="model folder or official GLIP .pth (default: the embedded small model, see docs/default_model.md)",
     )
     p.add_argument("--threshold", type=probability, default=0.3, help="minimum score to report, 0-1 (default 0.3)")
+    p.add_argument(
+        "--masks", action="store_true",
+        help="also segment each detection (needs a model with a mask head, e.g. the embedded one): RLE in the JSON, "
+        "filled masks in the picture",
+    )  # fmt: skip
     p.add_argument("--out-dir", default="outputs", type=folder, help="where JSON and pictures go (default outputs/)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -318,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--images", type=Path, help="images folder (default: <dataset>/images or the file's folder)")
     e.add_argument("--name", help="dataset name for reports and prompt overrides (default: from the path)")
     e.add_argument("--protocol", default="coco", choices=["coco", "lvis"], help="coco AP or LVIS Fixed AP")
+    e.add_argument(
+        "--iou-type", default="bbox", choices=["bbox", "segm"],
+        help="bbox: box AP (default); segm: mask AP (needs a model with a mask head and masks in the dataset)",
+    )  # fmt: skip
     _add_eval_options(e)
     e.set_defaults(func=_cmd_eval)
 
@@ -335,6 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sentences", type=Path, help="Flickr30k Entities Sentences/ folder (phrase types)")
     _add_model_options(g)
     g.set_defaults(func=_cmd_eval_grounding)
+
+    r = sub.add_parser("eval-refseg", help="referring segmentation (PhraseCut-style mIoU, cIoU, Pr@0.5/0.7/0.9)")
+    r.add_argument("--annotations", type=Path, required=True, help="refexp JSON (the coco_mt refexp format)")
+    r.add_argument("--images", type=Path, help="images folder (default: beside the annotations folder)")
+    r.add_argument(
+        "--threshold", type=probability, default=0.5, help="score a mask needs to enter the predicted union (0.5)"
+    )
+    _add_model_options(r)
+    r.set_defaults(func=_cmd_eval_refseg)
 
     t = sub.add_parser("train", help="train or fine-tune from a YAML recipe (single process or torchrun)")
     t.add_argument(

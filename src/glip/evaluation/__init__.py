@@ -26,6 +26,14 @@ from glip.evaluation.lvis import (
     xyxy_to_lvis_xywh,
 )
 from glip.evaluation.prompts import DatasetPrompt, dataset_prompt, load_prompt_overrides
+from glip.evaluation.refseg import (
+    RefExpDataset,
+    RefSegMetrics,
+    RefSegReport,
+    compute_refseg_metrics,
+    evaluate_refseg,
+    load_refexp,
+)
 from glip.evaluation.suite import SuiteResult, evaluate_suite
 
 __all__ = [
@@ -37,7 +45,11 @@ __all__ = [
     "LvisGroundTruth",
     "LvisMetrics",
     "LvisResultCollector",
+    "RefExpDataset",
+    "RefSegMetrics",
+    "RefSegReport",
     "SuiteResult",
+    "compute_refseg_metrics",
     "configure_for_lvis",
     "dataset_prompt",
     "evaluate_coco_dataset",
@@ -46,12 +58,14 @@ __all__ = [
     "evaluate_grounding_model",
     "evaluate_lvis",
     "evaluate_lvis_dataset",
+    "evaluate_refseg",
     "evaluate_suite",
     "fixed_ap_topk",
     "iter_dataset_detections",
     "load_grounding_annotations",
     "load_lvis_ground_truth",
     "load_prompt_overrides",
+    "load_refexp",
     "predict_dataset",
     "predict_grounding",
     "xyxy_to_lvis_xywh",
