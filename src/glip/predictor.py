@@ -262,11 +262,28 @@ class GLIPPredictor:
         if masks:
             self.model.require_head("mask")
         with self._precision():
-            return self._predict_chunks(images, chunks, masks, mask_min_score)
+            per_image = self._run_prompts(images, chunks, masks, mask_min_score)
+        return [merge_detections(parts, self.max_detections) for parts in per_image]
 
-    def _predict_chunks(
+    @torch.inference_mode()
+    def predict_prompts(
+        self, images: list[Image.Image], prompts: list[Prompt], masks: bool = False, mask_min_score: float = 0.0
+    ) -> list[list[Detections]]:
+        """Detections of each image for each of several independent prompts (e.g. referring expressions).
+
+        Like :meth:`predict_chunks` (the backbone runs once per image, the prompts in groups of
+        ``chunk_batch_size``), but every prompt keeps its own detections: the result is indexed
+        ``[image][prompt]``.
+        """
+        if masks:
+            self.model.require_head("mask")
+        with self._precision():
+            return self._run_prompts(images, prompts, masks, mask_min_score)
+
+    def _run_prompts(
         self, images: list[Image.Image], chunks: list[Prompt], masks: bool, mask_min_score: float
-    ) -> list[Detections]:
+    ) -> list[list[Detections]]:
+        """Per image, the detections of every prompt (chunk), in prompt order."""
         inputs = self.processor(images, chunks[0]).to(self.device)
         b = len(images)
         features = self._image_features(inputs.pixel_values)
@@ -297,7 +314,7 @@ class GLIPPredictor:
             outputs = self._heads(feats, text, pixel_mask)
             pipe.submit(outputs if masks else outputs[:3], job)
         pipe.flush()
-        return [merge_detections(parts, self.max_detections) for parts in per_image]
+        return per_image
 
     def _image_features(self, pixel_values: Tensor) -> list[Tensor]:
         """Backbone + FPN of ``(B, 3, H, W)`` pixels → P3..P7 (from a CUDA graph when enabled)."""

@@ -83,6 +83,9 @@ class FakePredictor:
             det.masks = None
         return [det]
 
+    def predict_prompts(self, images, prompts, masks=False, mask_min_score=0.0):
+        return [[self.predict_chunks(images, [p], masks=masks)[0] for p in prompts]]
+
 
 PLANNED = {
     "the left cat": [(_rect(0, 10, 0, 10), 0.9), (_rect(0, 10, 20, 30), 0.3)],  # 2nd below threshold: IoU 1
