@@ -29,7 +29,7 @@ from glip.modeling.dyhead import ModulatedDeformConv3x3
 from glip.modeling.glip import GLIPModel, TextFeatures, head_outputs, pack_head_inputs, unpack_head_inputs
 from glip.modeling.mask_head import paste_masks, token_weights
 from glip.pipelining import OverlappedPostprocess
-from glip.processing import GLIPProcessor
+from glip.processing import GLIPInputs, GLIPProcessor
 from glip.structures import Detections, EntityMap
 from glip.text import Prompt, caption_prompt, chunk_vocabulary, detection_prompt, load_tokenizer
 
@@ -259,11 +259,9 @@ class GLIPPredictor:
         Raises:
             ConfigError: ``masks`` with a model that has no mask head.
         """
-        if masks:
-            self.model.require_head("mask")
-        with self._precision():
-            per_image = self._run_prompts(images, chunks, masks, mask_min_score)
-        return [merge_detections(parts, self.max_detections) for parts in per_image]
+        return [merge_detections(parts, self.max_detections) for parts in self.predict_inputs(
+            self.processor(images, chunks[0]), chunks, masks, mask_min_score
+        )]  # fmt: skip
 
     @torch.inference_mode()
     def predict_prompts(
@@ -275,21 +273,31 @@ class GLIPPredictor:
         ``chunk_batch_size``), but every prompt keeps its own detections: the result is indexed
         ``[image][prompt]``.
         """
+        return self.predict_inputs(self.processor(images, prompts[0]), prompts, masks, mask_min_score)
+
+    @torch.inference_mode()
+    def predict_inputs(
+        self, inputs: GLIPInputs, chunks: list[Prompt], masks: bool = False, mask_min_score: float = 0.0
+    ) -> list[list[Detections]]:
+        """Per image, the detections of every prompt (chunk) in prompt order, from preprocessed images.
+
+        ``inputs`` is the processor's output for the images (its prompt part is not used: the
+        prompts are ``chunks``); :meth:`predict_chunks` and :meth:`predict_prompts` call this after
+        preprocessing, benchmarks and servers that preprocess themselves call it directly.
+        """
         if masks:
             self.model.require_head("mask")
         with self._precision():
-            return self._run_prompts(images, prompts, masks, mask_min_score)
+            return self._run_prompts(inputs.to(self.device), chunks, masks, mask_min_score)
 
     def _run_prompts(
-        self, images: list[Image.Image], chunks: list[Prompt], masks: bool, mask_min_score: float
+        self, inputs: GLIPInputs, chunks: list[Prompt], masks: bool, mask_min_score: float
     ) -> list[list[Detections]]:
-        """Per image, the detections of every prompt (chunk), in prompt order."""
-        inputs = self.processor(images, chunks[0]).to(self.device)
-        b = len(images)
+        b = inputs.pixel_values.shape[0]
         features = self._image_features(inputs.pixel_values)
         level_sizes = [(f.shape[-2], f.shape[-1]) for f in features]
         anchors = self.model.anchors(level_sizes, self.device)
-        per_image: list[list[Detections]] = [[] for _ in images]
+        per_image: list[list[Detections]] = [[] for _ in range(b)]
         pipe = OverlappedPostprocess(self.device, copy_outputs=self._graph_heads is not None)
         for start in range(0, len(chunks), self.chunk_batch_size):
             group = chunks[start : start + self.chunk_batch_size]

@@ -306,13 +306,25 @@ def phrase_mask_logits(mask_logits: Tensor, token_ids: Sequence[Sequence[int]], 
 
 
 def paste_masks(
-    mask_probs: Tensor, boxes_xyxy: Tensor, image_size: tuple[int, int], threshold: float = 0.5, padding: int = 1
+    mask_probs: Tensor,
+    boxes_xyxy: Tensor,
+    image_size: tuple[int, int],
+    threshold: float = 0.5,
+    padding: int = 1,
+    chunk_pixels: int = 2**26,
 ) -> Tensor:
     """Binary masks in the image, as the official ``Masker``.
 
     Each ``M x M`` mask is padded by ``padding`` zero pixels, its box grown by ``(M + 2 padding) / M``
     about the centre and truncated to integers, the mask resized bilinearly (``align_corners=False``)
     to ``(y2 - y1 + 1, x2 - x1 + 1)`` pixels, thresholded (``> threshold``) and clipped to the image.
+
+    On the CPU each box is resized and placed in turn (as the official code does). On a GPU, where
+    one small kernel per box would dominate, every box is pasted at once: the bilinear resize is
+    separable, so it becomes two batched GEMMs with interpolation matrices that are zero outside the
+    box (``(R, H, M') @ (R, M', M') @ (R, M', W)``), a chunk of boxes at a time (at most
+    ``chunk_pixels`` output pixels per chunk). The two differ only where a probability lands within
+    float rounding of the threshold (3 of 46M pixels in the tests).
 
     Args:
         mask_probs: ``(R, M, M)`` probabilities.
@@ -323,8 +335,9 @@ def paste_masks(
         ``(R, height, width)`` bool.
     """
     im_h, im_w = image_size
-    out = torch.zeros(mask_probs.shape[0], im_h, im_w, dtype=torch.bool, device=mask_probs.device)
-    if mask_probs.shape[0] == 0:
+    r = mask_probs.shape[0]
+    out = torch.zeros(r, im_h, im_w, dtype=torch.bool, device=mask_probs.device)
+    if r == 0:
         return out
     m = mask_probs.shape[-1]
     padded = F.pad(mask_probs.float(), (padding,) * 4)
@@ -332,14 +345,53 @@ def paste_masks(
     boxes = boxes_xyxy.float()
     half = (boxes[:, 2:] - boxes[:, :2]) * 0.5 * scale
     centre = (boxes[:, 2:] + boxes[:, :2]) * 0.5
-    grown = torch.cat((centre - half, centre + half), dim=1).to(torch.int32).tolist()
-    for i, (x1, y1, x2, y2) in enumerate(grown):
+    grown = torch.cat((centre - half, centre + half), dim=1).to(torch.int64)  # truncation, as int() does
+    paste = _paste_loop if mask_probs.device.type != "cuda" else _paste_batched
+    return paste(padded, grown, out, threshold, chunk_pixels)
+
+
+def _paste_loop(padded: Tensor, grown: Tensor, out: Tensor, threshold: float, chunk_pixels: int) -> Tensor:
+    """One resize per box (the official arithmetic); fills ``out (R, H, W)``."""
+    im_h, im_w = out.shape[-2:]
+    for i, (x1, y1, x2, y2) in enumerate(grown.tolist()):
         w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
         resized = F.interpolate(padded[i][None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         x0, x1c, y0, y1c = max(x1, 0), min(x2 + 1, im_w), max(y1, 0), min(y2 + 1, im_h)
         if x1c > x0 and y1c > y0:
             out[i, y0:y1c, x0:x1c] = resized[y0 - y1 : y1c - y1, x0 - x1 : x1c - x1] > threshold
     return out
+
+
+def _paste_batched(padded: Tensor, grown: Tensor, out: Tensor, threshold: float, chunk_pixels: int) -> Tensor:
+    """All boxes as batched GEMMs with interpolation matrices (see :func:`paste_masks`); fills ``out``."""
+    im_h, im_w = out.shape[-2:]
+    source = padded.shape[-1]
+    starts, sizes = grown[:, :2], (grown[:, 2:] - grown[:, :2] + 1).clamp(min=1)
+    step = max(1, chunk_pixels // max(im_h * im_w, 1))
+    for i in range(0, out.shape[0], step):
+        sl = slice(i, i + step)
+        rows = _interpolation_matrix(starts[sl, 1], sizes[sl, 1], im_h, source)  # (r, H, M')
+        cols = _interpolation_matrix(starts[sl, 0], sizes[sl, 0], im_w, source)  # (r, W, M')
+        out[sl] = torch.bmm(torch.bmm(rows, padded[sl]), cols.transpose(1, 2)) > threshold
+    return out
+
+
+def _interpolation_matrix(starts: Tensor, sizes: Tensor, length: int, source: int) -> Tensor:
+    """``(R, length, source)`` weights of a bilinear resize (``align_corners=False``, as ``F.interpolate``)
+    of a ``source``-long signal to ``sizes[r]`` samples placed at ``starts[r]``; zero outside the box.
+    """
+    pos = torch.arange(length, device=starts.device)
+    offset = pos[None, :] - starts[:, None]  # (R, length): index inside the resized box
+    inside = (offset >= 0) & (offset < sizes[:, None])
+    ratio = source / sizes.double()  # F.interpolate's scale = input / output (fp32 there; exact enough)
+    src = (ratio[:, None] * (offset.double() + 0.5) - 0.5).clamp(min=0.0).float()
+    low = src.floor().long().clamp(max=source - 1)
+    high = (low + 1).clamp(max=source - 1)
+    frac = src - low.float()
+    weights = torch.zeros(starts.shape[0], length, source, device=starts.device)
+    weights.scatter_add_(2, low.unsqueeze(-1), (1.0 - frac).unsqueeze(-1))
+    weights.scatter_add_(2, high.unsqueeze(-1), frac.unsqueeze(-1))
+    return weights * inside.unsqueeze(-1).float()
 
 
 # ----------------------------------------------------------------------------- training targets and loss
