@@ -436,13 +436,14 @@ def load_model(path: str | Path, model_cls: type, map_location: str | torch.devi
         raise CheckpointError(one_line(f"cannot read {p / WEIGHTS_NAME}: {e}")) from e
     check_finite(state, p / WEIGHTS_NAME)
     # parts left out of the file come from the installed packages named by the config
-    model = _build(model_cls, config, p, load_pretrained_parts=bool(excluded))
+    parts = {name for name, (prefix, _) in EXCLUDABLE.items() if prefix in excluded}
+    model = _build(model_cls, config, p, load_pretrained_parts=parts)
     own = model.state_dict()
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
     return model.to(map_location)
 
 
-def _build(model_cls: type, config: GLIPConfig, folder: Path, **kwargs: bool) -> Any:
+def _build(model_cls: type, config: GLIPConfig, folder: Path, **kwargs: Any) -> Any:
     """``model_cls(config)``; a config that passes validation but cannot be built (or whose packaged or
     referenced parts cannot be read) becomes a one-line ConfigError."""
     try:

@@ -12,6 +12,7 @@ per image), :meth:`GLIPModel.encode_text` (once per distinct prompt), and
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,16 +123,18 @@ class GLIPOutput:
 class GLIPModel(nn.Module):
     """Grounded language-image model (GLIP-T, GLIP-L, GLIP-T(A) and small variants)."""
 
-    def __init__(self, config: GLIPConfig, load_pretrained_parts: bool = True) -> None:
+    def __init__(self, config: GLIPConfig, load_pretrained_parts: bool | Collection[str] = True) -> None:
         """Build from a config.
 
         Args:
             config: the model description.
             load_pretrained_parts: load the pretrained text encoder / CNN weights named by the config
-                (``text.weights``, ``vision.pretrained``). ``from_pretrained`` passes False because the
-                saved state dict overwrites them anyway.
+                (``text.weights``, ``vision.pretrained``): True for both, or the parts to load
+                (``{"text"}``, ``{"body"}``). ``from_pretrained`` loads only the parts its weight file
+                leaves out: the file overwrites the others anyway.
         """
         super().__init__()
+        parts = {"text", "body"} if load_pretrained_parts is True else set(load_pretrained_parts or ())
         self.config = config
         v, t, tw, h = config.vision, config.text, config.tower, config.head
         sw = v.swin
@@ -144,7 +147,7 @@ class GLIPModel(nn.Module):
             swin_mlp_ratio=sw.mlp_ratio,
             swin_patch_size=sw.patch_size,
             swin_drop_path_rate=sw.drop_path_rate,
-            pretrained=v.pretrained and load_pretrained_parts,
+            pretrained=v.pretrained and "body" in parts,
             fpn_channels=v.fpn_channels,
             fpn_p6_from_p5=v.fpn_p6_from_p5,
         )
@@ -161,7 +164,7 @@ class GLIPModel(nn.Module):
             hidden_dropout_prob=t.hidden_dropout_prob,
             attention_probs_dropout_prob=t.attention_probs_dropout_prob,
         )
-        if t.weights is not None and load_pretrained_parts:
+        if t.weights is not None and "text" in parts:
             self.text_encoder.load_pretrained(resolve_text_weights(t.weights))
 
         blocks = []
