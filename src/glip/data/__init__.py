@@ -12,7 +12,7 @@ Typical training pipeline::
     loader = DataLoader(mixed, batch_size=2, sampler=sampler, collate_fn=GroundingCollator(tokenizer))
 """
 
-from glip.data.coco import CocoDataset, SplitFile, default_image_root, find_coco_splits
+from glip.data.coco import CocoDataset, SplitFile, default_image_root, find_coco_splits, has_mask, is_held_out
 from glip.data.collate import GroundingCollator
 from glip.data.grounding import (
     DetectionGroundingDataset,
@@ -34,17 +34,22 @@ from glip.data.od_to_grounding import (
     convert_od_to_grounding,
     sample_num_negatives,
 )
+from glip.data.refexp import DERIVED_LABEL, RefExp, RefExpDataset, expression_prompt, load_refexp
+from glip.data.refexp_dataset import RefExpGroundingDataset
 from glip.data.transforms import (
     GLIP_T_TRAIN_SIZES,
     GroundingTransform,
     TestTransform,
     TrainTransform,
     hflip_boxes,
+    hflip_masks,
     resize_boxes,
+    resize_masks,
 )
 from glip.images import normalize_image, pad_images
 
 __all__ = [
+    "DERIVED_LABEL",
     "GLIP_T_TRAIN_SIZES",
     "MAX_SEQ_LENGTH",
     "ClassVocabulary",
@@ -58,6 +63,9 @@ __all__ = [
     "MixedDataset",
     "OdGrounding",
     "OdPromptOptions",
+    "RefExp",
+    "RefExpDataset",
+    "RefExpGroundingDataset",
     "SplitFile",
     "TestTransform",
     "TrainTransform",
@@ -67,14 +75,20 @@ __all__ = [
     "coco_boxes_to_xyxy",
     "convert_od_to_grounding",
     "default_image_root",
+    "expression_prompt",
     "few_shot_image_ids",
     "find_coco_splits",
+    "has_mask",
     "hflip_boxes",
+    "hflip_masks",
+    "is_held_out",
+    "load_refexp",
     "load_yolo_names",
     "mix_weights",
     "normalize_image",
     "pad_images",
     "resize_boxes",
+    "resize_masks",
     "sample_num_negatives",
     "sample_seed",
     "voc_to_coco",

@@ -10,17 +10,27 @@ Problems that make a file unusable (invalid JSON, missing keys, duplicate ids, a
 unknown images or categories, missing image files) raise :class:`~glip.errors.DataError` with the
 file and the record. Records that can be skipped safely (boxes with zero or negative size, boxes
 that leave the image) are counted in :attr:`CocoDataset.issues` and logged once.
+
+Instance masks: an annotation's ``segmentation`` (polygons, compressed or uncompressed RLE) is kept
+as it is in the file and decoded only when asked for (:meth:`CocoDataset.instance_masks`, one
+image at a time), so loading costs nothing more for masks. Its structure is checked at load time
+(a list of polygons or an RLE mapping); its content when it is decoded.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from glip.errors import DataError
+from glip.masks import segmentation_to_mask
 from glip.validation import Fields, is_box, is_number, read_json
 
 logger = logging.getLogger(__name__)
@@ -67,6 +77,38 @@ class CocoDataset:
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def has_masks(self) -> bool:
+        """True when every usable annotation (and there is at least one) has a segmentation (:func:`has_mask`)."""
+        anns = [a for image_anns in self.annotations.values() for a in image_anns]
+        return bool(anns) and all(has_mask(a) for a in anns)
+
+    def instance_masks(self, image: dict[str, Any], annotations: Sequence[dict[str, Any]]) -> Tensor:
+        """Decode the segmentations of some annotations of one image.
+
+        Args:
+            image: the image record (its ``height`` and ``width`` give the mask size).
+            annotations: annotations of that image, each with a segmentation.
+
+        Returns:
+            ``(K, height, width)`` bool masks in the stored image's pixels, in the order given.
+
+        Raises:
+            DataError: naming the file and the annotation, for a missing or malformed segmentation.
+        """
+        height, width = round(float(image["height"])), round(float(image["width"]))
+        masks = torch.zeros((len(annotations), height, width), dtype=torch.bool)
+        for k, ann in enumerate(annotations):
+            if "segmentation" not in ann:
+                raise DataError(f"{self.annotation_file}: annotation {ann.get('id')} has no 'segmentation'")
+            try:
+                masks[k] = segmentation_to_mask(ann["segmentation"], height, width)
+            except DataError as e:
+                raise DataError(
+                    f"{self.annotation_file}: annotation {ann.get('id')} (image {image['id']}): segmentation: {e}"
+                ) from e
+        return masks
+
     @classmethod
     def load(
         cls, annotation_file: str | Path, image_root: str | Path | None = None, check_files: bool = True
@@ -102,6 +144,20 @@ class CocoDataset:
         for reason, n in ds.issues.items():
             logger.warning("%s: skipped %d annotation(s): %s", path, n, reason)
         return ds
+
+
+def has_mask(annotation: dict[str, Any]) -> bool:
+    """Whether an annotation has a segmentation to train on: an RLE mapping, or at least one polygon
+    of 3 points or more (Roboflow exports write ``"segmentation": []`` for box-only labels)."""
+    seg = annotation.get("segmentation")
+    if isinstance(seg, dict):
+        return True
+    return isinstance(seg, list) and any(isinstance(p, list) and len(p) >= 6 for p in seg)
+
+
+def is_held_out(image_id: Any, every: int) -> bool:
+    """The held-out rule of training recipes: image ids that are multiples of ``every`` (0: none)."""
+    return every > 0 and isinstance(image_id, int) and image_id % every == 0
 
 
 def default_image_root(annotation_file: Path) -> Path:
@@ -175,7 +231,12 @@ def _plain_annotation(ann: Any, sizes: dict, categories: dict, seen: dict) -> bo
         and ("area" not in ann or (is_number(ann["area"]) and ann["area"] >= 0))
         and type(ann.get("iscrowd", 0)) in (int, bool)
         and ann.get("iscrowd", 0) in (0, 1)
+        and _plain_segmentation(ann.get("segmentation", []))
     )
+
+
+def _plain_segmentation(seg: Any) -> bool:
+    return type(seg) is list or (type(seg) is dict and "size" in seg and "counts" in seg)
 
 
 def _check_annotation(fields: Fields, ann: Any, i: int, sizes: dict, categories: dict, seen: dict) -> None:
@@ -196,6 +257,12 @@ def _check_annotation(fields: Fields, ann: Any, i: int, sizes: dict, categories:
     if "area" in ann:
         fields.number(ann["area"], f"{where}.area", minimum=0)
     fields.flag(ann.get("iscrowd", 0), f"{where}.iscrowd")
+    if "segmentation" in ann:
+        seg = ann["segmentation"]
+        if not isinstance(seg, (list, dict)):
+            fields.fail(f"{where}.segmentation", "expected a list of polygons or an RLE mapping {'size', 'counts'}")
+        if isinstance(seg, dict):
+            fields.require(seg, ("size", "counts"), f"{where}.segmentation", "RLE mask")
 
 
 @dataclass(frozen=True)

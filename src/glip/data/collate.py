@@ -13,6 +13,8 @@ What the official code spreads over ``ConvertCocoPolysToMask`` (``modulated_coco
   grounding / image-text prompts;
 * images are zero-padded bottom/right to the batch maximum rounded up to ``size_divisibility``
   (``to_image_list``), with a True-on-pixels mask;
+* instance masks (GLIPv2 mask head), when the sample has them, go into ``GroundingTarget.masks``
+  unpadded, ``(M, h, w)`` bool at the transformed image's size (the boxes' pixel frame);
 * MLM (GLIPv2, optional): BERT masking through :func:`glip.text.mlm.mask_tokens` with a per-token
   "greenlight" map (``create_greenlight_map``): 1 on the positive class names of a detection
   prompt and on the whole caption of a grounding prompt (the loss is kept there only when
@@ -133,6 +135,13 @@ class GroundingCollator:
                 f"sample {i} (image {sample.image_id!r}) has {sample.boxes_xyxy.shape[0]} boxes but "
                 f"{len(sample.box_entities)} box_entities lists"
             )
+        if sample.masks is not None:
+            expected = (int(sample.boxes_xyxy.shape[0]), int(sample.image.shape[1]), int(sample.image.shape[2]))
+            if tuple(sample.masks.shape) != expected:
+                raise DataError(
+                    f"sample {i} (image {sample.image_id!r}) has masks of shape {tuple(sample.masks.shape)}, "
+                    f"expected {expected} (one per box, at the transformed image's size)"
+                )
         if len(sample.entity_labels) != sample.prompt.num_entities:
             raise DataError(
                 f"sample {i} (image {sample.image_id!r}): {len(sample.entity_labels)} entity labels for "
@@ -163,6 +172,7 @@ class GroundingCollator:
             token_labels=token_labels,
             kind=sample.kind,
             image_size=(int(sample.image.shape[1]), int(sample.image.shape[2])),
+            masks=None if sample.masks is None else sample.masks.bool(),
         )
 
     def greenlight(

@@ -11,6 +11,10 @@ Boxes follow the official loader (``modulated_coco.py`` ``ConvertCocoPolysToMask
 pixel or less are dropped, as the official does). Crowd regions are skipped. All of this is done
 once at construction; skipped records are counted in ``issues`` and logged once.
 
+Instance masks (GLIPv2): a detection dataset whose every kept annotation has a segmentation gives
+``GroundingSample.masks``, ``(M, H, W)`` bool aligned with the boxes (the same crowd, degenerate-box
+and prompt-overflow filtering), decoded when the sample is loaded, never at construction.
+
 Randomness: ``dataset[i]`` (or ``dataset[(i, epoch)]``, what :class:`glip.data.mixing.WeightedMixSampler`
 yields) seeds a ``random.Random`` (prompt sampling) and a ``torch.Generator`` (transform) from
 ``(seed, epoch, i)`` only, so the sample does not depend on the worker that loads it and a resumed
@@ -47,7 +51,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from glip.data.coco import CocoDataset
+from glip.data.coco import CocoDataset, has_mask, is_held_out
 from glip.data.mdetr import MdetrBox, MdetrFile, read_mdetr
 from glip.data.mixing import few_shot_image_ids
 from glip.data.od_to_grounding import ClassVocabulary, OdPromptOptions, convert_od_to_grounding
@@ -130,7 +134,8 @@ class GroundingDatasetBase(Dataset):
             logger.warning("%s: skipped %d record(s): %s", source, count, reason)
 
 
-def _open_checked(path: Path, width: int, height: int) -> Image.Image:
+def open_checked(path: Path, width: int, height: int) -> Image.Image:
+    """Open an image and check that it is the size its annotation gives (boxes refer to that size)."""
     image = load_image(path)
     if image.size != (int(width), int(height)):
         raise DataError(
@@ -162,6 +167,10 @@ class DetectionGroundingDataset(GroundingDatasetBase):
         extra_negatives: class names that never have boxes here but join the negative pool (e.g. the
             classes of the other datasets of a mixture, so that a raccoon photo also learns that it
             is not a "dog"); names equal to one of the dataset's own prompt names are ignored.
+        masks: instance masks in the samples: None when every kept annotation has a segmentation
+            (:func:`glip.data.coco.has_mask`), False never, True required (a DataError otherwise).
+        holdout_every: leave out the images whose id is a multiple of this (held out for
+            evaluation, :func:`glip.data.coco.is_held_out`); 0 keeps every image.
     """
 
     kind = "detection"
@@ -184,6 +193,8 @@ class DetectionGroundingDataset(GroundingDatasetBase):
         few_shot_seed: int | None = None,
         background_negative: bool = False,
         extra_negatives: Sequence[str] = (),
+        masks: bool | None = None,
+        holdout_every: int = 0,
     ) -> None:
         super().__init__(transform, seed)
         self.coco = coco
@@ -201,7 +212,9 @@ class DetectionGroundingDataset(GroundingDatasetBase):
             renames = {**(prompt_overrides or {})}
             own = ClassVocabulary.build(ids, names, tokenizer, renames, None, background_negative)
         self.vocab = own
-        images = list(coco.images)
+        images = [im for im in coco.images if not is_held_out(im["id"], holdout_every)]
+        if len(images) < len(coco.images):
+            logger.info("%s: %d image(s) held out", coco.annotation_file, len(coco.images) - len(images))
         if remove_images_without_annotations:
             raw: dict[Any, list] = defaultdict(list)
             for ann in coco.data.get("annotations", []):
@@ -217,12 +230,16 @@ class DetectionGroundingDataset(GroundingDatasetBase):
         self.images = images
         self.boxes: list[torch.Tensor] = []
         self.labels: list[list[int]] = []
+        # per image, the annotations of its kept boxes (their segmentations are decoded per sample)
+        self.kept_annotations: list[list[dict[str, Any]]] = []
         for im in images:
             anns = coco.annotations.get(im["id"], [])
             boxes, keep = coco_boxes_to_xyxy([a["bbox"] for a in anns], im["width"], im["height"])
             self.issues[SKIP_THIN] += len(anns) - len(keep)
             self.boxes.append(boxes)
             self.labels.append([int(anns[i]["category_id"]) for i in keep])
+            self.kept_annotations.append([anns[i] for i in keep])
+        self.with_masks = resolve_masks(masks, self.kept_annotations, images, str(coco.annotation_file))
         self.issues = +self.issues
         self._log_issues(coco.annotation_file)
 
@@ -236,10 +253,14 @@ class DetectionGroundingDataset(GroundingDatasetBase):
     def raw_sample(self, index: int, rng: random.Random) -> GroundingSample:
         """Load the image and draw its prompt (see :func:`convert_od_to_grounding`)."""
         im = self.images[index]
-        image = _open_checked(self.coco.image_path(im), im["width"], im["height"])
+        image = open_checked(self.coco.image_path(im), im["width"], im["height"])
         labels = self.labels[index]
         converted = convert_od_to_grounding(labels, self.vocab, self.options, rng)
         keep = torch.as_tensor(converted.keep, dtype=torch.long)
+        masks = None
+        if self.with_masks:
+            anns = self.kept_annotations[index]
+            masks = self.coco.instance_masks(im, [anns[i] for i in converted.keep])
         return GroundingSample(
             image=image,
             prompt=converted.prompt,
@@ -248,7 +269,42 @@ class DetectionGroundingDataset(GroundingDatasetBase):
             entity_labels=[label + self.label_offset for label in converted.entity_labels],
             kind=self.kind,
             image_id=im["id"],
+            masks=masks,
         )
+
+
+def resolve_masks(
+    masks: bool | None, annotations: Sequence[Sequence[dict[str, Any]]], images: Sequence[dict[str, Any]], source: str
+) -> bool:
+    """Whether samples carry masks: ``masks`` (None: when every annotation has one), checked.
+
+    Also checks that every RLE segmentation is the size of its image (the cheap part of decoding;
+    polygons are checked when decoded).
+
+    Raises:
+        DataError: if masks are required and an annotation has none, or an RLE has another size.
+    """
+    if masks is False:
+        return False
+    flat = [(im, a) for im, anns in zip(images, annotations, strict=True) for a in anns]
+    without = [a for _, a in flat if not has_mask(a)]
+    if without:
+        if masks:
+            raise DataError(
+                f"{source}: {len(without)} annotation(s) have no segmentation (e.g. id {without[0].get('id')}), "
+                "but masks were required: set masks to null or false for this source"
+            )
+        if len(without) < len(flat):
+            logger.info("%s: no masks (%d of %d annotations have none)", source, len(without), len(flat))
+        return False
+    for im, a in flat:
+        seg = a["segmentation"]
+        if isinstance(seg, dict) and seg["size"] != [round(float(im["height"])), round(float(im["width"]))]:
+            raise DataError(
+                f"{source}: annotation {a.get('id')}: segmentation.size {seg['size']!r} is not the size "
+                f"[{im['height']}, {im['width']}] of image {im['id']}"
+            )
+    return bool(flat) or bool(masks)
 
 
 class MdetrGroundingDataset(GroundingDatasetBase):
@@ -362,7 +418,7 @@ class MdetrGroundingDataset(GroundingDatasetBase):
         entity_of = {span: i for i, span in enumerate(spans)}
         prompt = Prompt(text=caption, spans=tuple((s,) for s in spans), labels=tuple(caption[s:e] for s, e in spans))
         return GroundingSample(
-            image=_open_checked(self.images_dir / record["file_name"], record["width"], record["height"]),
+            image=open_checked(self.images_dir / record["file_name"], record["width"], record["height"]),
             prompt=prompt,
             boxes_xyxy=self.boxes[index],
             box_entities=[[entity_of[s] for s in spans_of_box] for spans_of_box in box_spans],

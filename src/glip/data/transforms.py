@@ -13,6 +13,14 @@ The official pipeline (``maskrcnn_benchmark/data/transforms/build.py`` l.37-44,
   ``x1' = W - x2 - 1``, ``x2' = W - x1 - 1`` (``W`` = width of the resized image).
 * Normalisation as :class:`glip.processing.GLIPProcessor` (``bgr255``: channels reversed, ×255,
   BGR ImageNet statistics).
+* Instance masks (``GroundingSample.masks``, ``(M, H, W)`` bool) follow the pixels: resized with
+  nearest neighbour at pixel centres (``nearest-exact``: output pixel ``j`` reads input pixel
+  ``floor((j + 0.5) * W / w)``, as PIL's NEAREST and as rasterising the polygons scaled by ``w / W``,
+  which the official ``SegmentationMask.resize`` does), so a mask spans ``[x1 r, (x2 + 1) r)`` for a
+  box scaled to ``[x1 r, x2 r]``; flipped by mirroring the pixel columns (column ``c`` → ``W - 1 - c``),
+  which is exactly the +1 box flip (a box covering columns ``x1..x2`` covers ``W-1-x2..W-1-x1``
+  after it; the official polygon flip ``W - x - 1`` lands one pixel left of its own box, not kept).
+  Masks draw no random number: the image, its boxes and its masks share the one size/flip draw.
 
 Randomness comes only from the ``torch.Generator`` given to ``__call__`` (first the size draw,
 then the flip draw), so a sample is reproducible from its seed (exact resume).
@@ -24,11 +32,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from glip.config import BGR255_MEAN, BGR255_STD, InputConfig
-from glip.errors import ConfigError
+from glip.errors import ConfigError, DataError
 from glip.images import normalize_image
 from glip.processing import resized_size
 from glip.structures import GroundingSample
@@ -50,6 +59,19 @@ def hflip_boxes(boxes_xyxy: Tensor, width: int, legacy_plus_one: bool = True) ->
     one = 1.0 if legacy_plus_one else 0.0
     x1, y1, x2, y2 = boxes_xyxy.unbind(-1)
     return torch.stack((width - x2 - one, y1, width - x1 - one, y2), dim=-1)
+
+
+def resize_masks(masks: Tensor, new_size: tuple[int, int]) -> Tensor:
+    """``(M, H, W)`` bool masks → ``(M, h', w')`` bool, nearest neighbour at pixel centres (``nearest-exact``)."""
+    if masks.shape[0] == 0:
+        return torch.zeros((0, *new_size), dtype=torch.bool)
+    resized = F.interpolate(masks[None].to(torch.uint8), size=tuple(new_size), mode="nearest-exact")
+    return resized[0].bool()
+
+
+def hflip_masks(masks: Tensor) -> Tensor:
+    """Mirror ``(M, H, W)`` masks left-right: column ``c`` → ``W - 1 - c`` (agrees with :func:`hflip_boxes`)."""
+    return masks.flip(-1)
 
 
 class GroundingTransform:
@@ -102,24 +124,46 @@ class GroundingTransform:
         Returns:
             ``(3, h, w)`` normalised image and the boxes in its pixels.
         """
+        image_t, boxes, _ = self.apply_with_masks(image, boxes_xyxy, None, generator)
+        return image_t, boxes
+
+    def apply_with_masks(
+        self, image: Image.Image, boxes_xyxy: Tensor, masks: Tensor | None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Transform an image, its ``(M, 4)`` boxes and its ``(M, H, W)`` bool masks (or None).
+
+        Returns:
+            ``(3, h, w)`` normalised image, the boxes in its pixels and the ``(M, h, w)`` masks (None
+            without masks). The random draws are the same with and without masks.
+
+        Raises:
+            DataError: if the masks are not ``(M, H, W)`` for the image's ``H x W`` and its ``M`` boxes.
+        """
         if image.mode != "RGB":
             image = image.convert("RGB")
         min_size, flip = self.draw(generator)
         width, height = image.size
         new_h, new_w = resized_size(width, height, min_size, self.max_size)
         boxes = boxes_xyxy.to(torch.float32).reshape(-1, 4)
+        if masks is not None and (masks.dim() != 3 or tuple(masks.shape) != (boxes.shape[0], height, width)):
+            raise DataError(
+                f"masks of shape {tuple(masks.shape)} for {boxes.shape[0]} boxes on a {width}x{height} image: "
+                f"expected ({boxes.shape[0]}, {height}, {width})"
+            )
         if (new_h, new_w) != (height, width):
             image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
             boxes = resize_boxes(boxes, (height, width), (new_h, new_w))
+            masks = None if masks is None else resize_masks(masks, (new_h, new_w))
         if flip:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             boxes = hflip_boxes(boxes, new_w, self.legacy_plus_one)
-        return normalize_image(image, self.input_format, self.pixel_mean, self.pixel_std), boxes
+            masks = None if masks is None else hflip_masks(masks)
+        return normalize_image(image, self.input_format, self.pixel_mean, self.pixel_std), boxes, masks
 
     def __call__(self, sample: GroundingSample, generator: torch.Generator | None = None) -> GroundingSample:
-        """A copy of ``sample`` with a ``(3, h, w)`` tensor image and boxes in its pixels."""
-        image, boxes = self.apply(sample.image, sample.boxes_xyxy, generator)
-        return replace(sample, image=image, boxes_xyxy=boxes)
+        """A copy of ``sample`` with a ``(3, h, w)`` tensor image, and boxes and masks in its pixels."""
+        image, boxes, masks = self.apply_with_masks(sample.image, sample.boxes_xyxy, sample.masks, generator)
+        return replace(sample, image=image, boxes_xyxy=boxes, masks=masks)
 
     def __repr__(self) -> str:
         return (
