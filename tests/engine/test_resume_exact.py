@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from test_mask_training import MASK_HEAD, with_masks
 from test_trainer import _dataset
 
 from glip.engine.checkpoint import POINTER, derive_seed, forked_rng
@@ -48,14 +49,18 @@ def _grounding(root: Path, n: int = 4) -> Path:
     return path
 
 
-def _recipe(det: Path, out: Path, grounding: Path | None = None, workers: int = 0, **run: Any) -> TrainConfig:
-    train = [{"name": "det", "annotations": str(det)}]
+def _recipe(
+    det: Path, out: Path, grounding: Path | None = None, workers: int = 0, masks: bool = False, **run: Any
+) -> TrainConfig:
+    """The recipe of every case; ``masks``: instance masks in the detection source and a mask head."""
+    train = [{"name": "det", "annotations": str(with_masks(det) if masks else det), "masks": masks or None}]
     if grounding is not None:
         train.append({"name": "grd", "kind": "grounding", "annotations": str(grounding), "images": str(det.parent)})
     return TrainConfig.from_dict(
         {
             "model": {"preset": "tiny",
-                      "overrides": {"loss.mlm": True, "loss.contrastive": True, "text.pad_to_max": False}},
+                      "overrides": {"loss.mlm": True, "loss.contrastive": True, "text.pad_to_max": False,
+                                    **(MASK_HEAD if masks else {})}},
             "data": {"train": train, "batch_size": 2, "num_workers": workers, "min_sizes": [48, 64],
                      "max_size": 80, "flip_prob": 0.5, "max_negatives": 2},
             "optim": {"lr": 2e-3, "warmup_iters": 2, "steps": [0.9]},
@@ -120,34 +125,35 @@ def data(tmp_path_factory, sample_image) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory):
     """The uninterrupted runs (main-process loading), one per data mixture, made once."""
-    runs: dict[bool, Path] = {}
+    runs: dict[tuple[bool, bool], Path] = {}
 
-    def get(grounding: bool) -> Path:
-        if grounding not in runs:
+    def get(grounding: bool, masks: bool = False) -> Path:
+        if (grounding, masks) not in runs:
             out = tmp_path_factory.mktemp("full") / "run"
-            Trainer(_recipe(data[0], out, data[1] if grounding else None)).train()
-            runs[grounding] = out
-        return runs[grounding]
+            Trainer(_recipe(data[0], out, data[1] if grounding else None, masks=masks)).train()
+            runs[grounding, masks] = out
+        return runs[grounding, masks]
 
     return get
 
 
 @pytest.mark.parametrize(
-    ("grounding", "workers"),
-    [(False, 0), (True, 0), (True, 2)],
-    ids=["detection", "detection+grounding", "detection+grounding-2-workers"],
+    ("grounding", "workers", "masks"),
+    [(False, 0, False), (True, 0, False), (True, 2, False), (True, 2, True)],
+    ids=["detection", "detection+grounding", "detection+grounding-2-workers", "masks+grounding-2-workers"],
 )
-def test_resume_mid_epoch_gives_the_bits_of_an_uninterrupted_run(data, reference, tmp_path, grounding, workers):
+def test_resume_mid_epoch_gives_the_bits_of_an_uninterrupted_run(data, reference, tmp_path, grounding, workers, masks):
     det, grd = data
     source = grd if grounding else None
     killed = tmp_path / "killed"
-    _kill_after_checkpoint(_recipe(det, killed, source, workers))
+    _kill_after_checkpoint(_recipe(det, killed, source, workers, masks))
     assert (killed / "checkpoints" / POINTER).read_text().strip() == f"ckpt_{EVERY:08d}.pt"
-    resumed = Trainer(_recipe(det, killed, source, workers), resume=True)
+    resumed = Trainer(_recipe(det, killed, source, workers, masks), resume=True)
     assert resumed.step == EVERY
     assert EVERY % resumed.data.batches_per_epoch != 0, "the checkpoint must fall mid-epoch for this test"
+    assert resumed.criterion.mask == masks
     resumed.train()
-    _assert_same_training_state(reference(grounding), killed)
+    _assert_same_training_state(reference(grounding, masks), killed)
 
 
 def test_resume_before_the_first_checkpoint_starts_over_identically(data, reference, tmp_path):

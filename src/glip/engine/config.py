@@ -22,8 +22,12 @@ from glip.errors import ConfigError
 from glip.fileio import atomic_write_text
 from glip.validation import Fields, build_dataclass, closest, coerce, join_path, parse_yaml, read_yaml, show
 
-MODES = ("full", "prompt", "linear_probe")
-KINDS = ("detection", "grounding", "image_text")
+MODES = ("full", "prompt", "linear_probe", "mask")
+KINDS = ("detection", "grounding", "image_text", "refexp")
+# Sources that can carry instance masks and whose images have integer COCO ids (held-out split).
+MASK_KINDS = ("detection", "refexp")
+# ``model.init`` value naming the package's embedded default model (glip.assets.default_model_path).
+EMBEDDED_INIT = "embedded"
 # Parts a model folder may leave out (glip.checkpoints.EXCLUDABLE).
 EXPORT_EXCLUDABLE = ("text", "body")
 
@@ -34,8 +38,10 @@ class ModelSpec:
 
     Attributes:
         preset: a :data:`glip.config.PRESETS` name, used when ``init`` is None.
-        init: a saved model folder or an official ``.pth`` to start from.
-        overrides: dotted GLIPConfig fields to change, e.g. ``{"loss.contrastive": true}``.
+        init: a saved model folder or an official ``.pth`` to start from, or ``embedded``: the
+            package's embedded default model (:func:`glip.assets.default_model_path`).
+        overrides: dotted GLIPConfig fields to change, e.g. ``{"loss.contrastive": true}`` or
+            ``{"heads.mask": {"pooler_resolution": 14}}`` (adds a mask head to a model without one).
     """
 
     preset: str = "effnet_minilm"
@@ -49,8 +55,9 @@ class SourceSpec:
 
     Attributes:
         name: label used in logs, reports and prompt overrides.
-        kind: ``detection`` (COCO-format boxes + class names), ``grounding`` (MDETR format) or
-            ``image_text`` (captions with pseudo boxes).
+        kind: ``detection`` (COCO-format boxes + class names), ``grounding`` (MDETR format),
+            ``image_text`` (captions with pseudo boxes) or ``refexp`` (referring expressions in the
+            ``coco_mt`` refexp format: each expression grounds the instances it names).
         annotations: the annotation file.
         images: the images folder (default: derived from the annotation file's location).
         weight: sampling weight in the mixture.
@@ -58,6 +65,12 @@ class SourceSpec:
         few_shot: keep k images per category (official ODinW greedy selection); None or 0 keeps all.
         few_shot_seed: shuffle seed of the few-shot selection.
         min_score: pseudo-box score threshold (image_text sources).
+        instances: refexp sources: the COCO instances file whose annotation ids ``ann_ids`` name
+            (boxes and masks come from it). Required for refexp, read by no other kind.
+        masks: detection and refexp sources: instance masks for the GLIPv2 mask loss; null when
+            every kept annotation has a segmentation, false never, true required.
+        holdout_every: detection and refexp sources: leave out the images whose id is a multiple of
+            this (kept for evaluation: ``glip.data.coco.is_held_out``); 0 keeps every image.
     """
 
     name: str
@@ -69,6 +82,9 @@ class SourceSpec:
     few_shot: int | None = None
     few_shot_seed: int = 0
     min_score: float = 0.5
+    instances: str | None = None
+    masks: bool | None = None
+    holdout_every: int = 0
 
 
 @dataclass
@@ -122,7 +138,8 @@ class RunSpec:
     output_dir: str = "runs/default"
     max_iters: int = 1000
     seed: int = 42
-    # Fine-tuning mode: full, prompt (official language_prompt_v2) or linear_probe (official linear_prob).
+    # Fine-tuning mode: full, prompt (official language_prompt_v2), linear_probe (official linear_prob)
+    # or mask (GLIPv2 second-stage mask pre-training: only the mask head trains).
     mode: str = "full"
     # Parts kept frozen in a full run: any of body, fpn, text, tower, head.
     freeze: list[str] = field(default_factory=list)
@@ -343,3 +360,19 @@ def _check_source(s: SourceSpec, where: str) -> None:
     if s.few_shot is not None:
         _at_least(f"{where}.few_shot", s.few_shot, 0)
     _check(0.0 <= s.min_score <= 1.0, f"{where}.min_score", "must be in [0, 1]", s.min_score)
+    if s.kind == "refexp":
+        _check(
+            bool((s.instances or "").strip()), f"{where}.instances",
+            "a refexp source needs the COCO instances file its ann_ids point into", s.instances,
+        )  # fmt: skip
+    elif s.instances is not None:
+        raise ConfigError(f"{where}.instances: only refexp sources read an instances file (this one is {s.kind})")
+    _at_least(f"{where}.holdout_every", s.holdout_every, 0)
+    if s.kind not in MASK_KINDS:
+        _check(
+            not s.holdout_every,
+            f"{where}.holdout_every",
+            f"applies to {' and '.join(MASK_KINDS)} sources only",
+            s.holdout_every,
+        )
+        _check(not s.masks, f"{where}.masks", f"only {' and '.join(MASK_KINDS)} sources have masks", s.masks)

@@ -36,6 +36,7 @@ from glip.data import (
     MdetrGroundingDataset,
     MixedDataset,
     OdPromptOptions,
+    RefExpGroundingDataset,
     TrainTransform,
     WeightedMixSampler,
 )
@@ -209,7 +210,11 @@ def build_source(
     tokenizer: Any,
     extra_negatives: tuple[str, ...] = (),
 ):
-    """The dataset of one training source."""
+    """The dataset of one training source (``spec.kind``: detection, refexp, grounding or image_text).
+
+    A refexp source reads its boxes and masks from ``spec.instances``; its images are found under
+    ``spec.images`` or beside that instances file (``<dataset>/images``).
+    """
     d, inp = config.data, model_config.input
     transform = TrainTransform(
         min_sizes=tuple(d.min_sizes), max_size=d.max_size, flip_prob=d.flip_prob, input_format=inp.input_format,
@@ -222,8 +227,14 @@ def build_source(
             coco, tokenizer, transform, options=OdPromptOptions(random_sample_negative=d.max_negatives),
             prompt_overrides=spec.prompt_overrides or None, seed=seed, label_offset=LABEL_SPACE_STRIDE * position,
             few_shot=spec.few_shot or 0, few_shot_seed=spec.few_shot_seed if spec.few_shot else None,
-            extra_negatives=extra_negatives,
+            extra_negatives=extra_negatives, masks=spec.masks, holdout_every=spec.holdout_every,
         )  # fmt: skip
+    if spec.kind == "refexp":
+        assert spec.instances is not None  # checked by TrainConfig.validate
+        instances = CocoDataset.load(spec.instances, spec.images)
+        return RefExpGroundingDataset(
+            spec.annotations, instances, transform, seed=seed, masks=spec.masks, holdout_every=spec.holdout_every
+        )
     if spec.kind == "grounding":
         return MdetrGroundingDataset(spec.annotations, spec.images, transform, seed=seed)
     return ImageTextDataset(spec.annotations, spec.images, transform, seed=seed, score_threshold=spec.min_score)
