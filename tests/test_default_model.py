@@ -23,8 +23,9 @@ def test_default_model_ships_only_what_packages_do_not_provide():
     folder = default_model_path()
     manifest = json.loads((folder / "weights.json").read_text())
     assert manifest["excluded_prefixes"] == ["text_encoder."]
-    assert (folder / "model.safetensors").stat().st_size < 20_000_000
+    assert (folder / "model.safetensors").stat().st_size < 25_000_000  # the package's budget for the model
     model = GLIPModel.from_pretrained(folder)
+    assert model.heads == ["grounding", "mask"]
     from safetensors.torch import load_file
 
     minilm = load_file(str(minilm_path() / "model.safetensors"))
@@ -41,3 +42,18 @@ def test_predict_without_model_finds_the_raccoons_and_not_a_dog(sample_image, tm
     assert not [d for d in record["detections"] if d["label_name"] == "dog"]  # nothing above 0.3
     assert (tmp_path / "raccoon-72.jpg").is_file()
     assert "raccoon" in capsys.readouterr().out
+
+
+def test_embedded_model_segments_the_raccoon(sample_image):
+    """The trained mask head: the raccoon's mask fills a good part of its box and stays inside it."""
+    from glip.predictor import GLIPPredictor
+
+    det = GLIPPredictor.from_pretrained(device="cpu").predict(sample_image, classes=["raccoon"], threshold=0.5,
+                                                             masks=True)[0]  # fmt: skip
+    assert len(det) >= 1 and det.masks is not None
+    x1, y1, x2, y2 = (round(c) for c in det.boxes_xyxy[0].tolist())
+    mask = det.masks[0]
+    inside = mask[y1 : y2 + 1, x1 : x2 + 1].sum().item()
+    box_area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    assert 0.3 * box_area < inside < 0.95 * box_area  # an object shape, not the empty mask or the whole box
+    assert inside >= 0.95 * mask.sum().item()  # nearly all of it inside the box
