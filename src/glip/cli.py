@@ -191,7 +191,7 @@ def _cmd_eval_refseg(args: argparse.Namespace) -> int:
     predictor = _predictor(args)
     report = evaluate_refseg(
         predictor, args.annotations, args.images, threshold=args.threshold, progress=not args.quiet,
-        out_dir=args.out_dir,
+        out_dir=args.out_dir, keep_best=args.keep_best,
     )  # fmt: skip
     m = report.metrics
     pr = " ".join(f"{k} {100 * v:.1f}" for k, v in m["precision_at"].items())
@@ -378,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--threshold", type=probability, default=0.5, help="score a mask needs to enter the predicted union (0.5)"
     )
+    r.add_argument(
+        "--keep-best", action=argparse.BooleanOptionalAction, default=True,
+        help="the best-scoring mask always enters the union (an expression names at least one object; default on)",
+    )  # fmt: skip
     _add_model_options(r)
     r.set_defaults(func=_cmd_eval_refseg)
 

@@ -265,19 +265,30 @@ class GLIPPredictor:
 
     @torch.inference_mode()
     def predict_prompts(
-        self, images: list[Image.Image], prompts: list[Prompt], masks: bool = False, mask_min_score: float = 0.0
+        self,
+        images: list[Image.Image],
+        prompts: list[Prompt],
+        masks: bool = False,
+        mask_min_score: float = 0.0,
+        mask_top_k: int = 0,
     ) -> list[list[Detections]]:
         """Detections of each image for each of several independent prompts (e.g. referring expressions).
 
         Like :meth:`predict_chunks` (the backbone runs once per image, the prompts in groups of
         ``chunk_batch_size``), but every prompt keeps its own detections: the result is indexed
-        ``[image][prompt]``.
+        ``[image][prompt]``. With ``masks``, the ``mask_top_k`` best detections of each get a mask
+        whatever their score, the others when they score at least ``mask_min_score``.
         """
-        return self.predict_inputs(self.processor(images, prompts[0]), prompts, masks, mask_min_score)
+        return self.predict_inputs(self.processor(images, prompts[0]), prompts, masks, mask_min_score, mask_top_k)
 
     @torch.inference_mode()
     def predict_inputs(
-        self, inputs: GLIPInputs, chunks: list[Prompt], masks: bool = False, mask_min_score: float = 0.0
+        self,
+        inputs: GLIPInputs,
+        chunks: list[Prompt],
+        masks: bool = False,
+        mask_min_score: float = 0.0,
+        mask_top_k: int = 0,
     ) -> list[list[Detections]]:
         """Per image, the detections of every prompt (chunk) in prompt order, from preprocessed images.
 
@@ -288,10 +299,10 @@ class GLIPPredictor:
         if masks:
             self.model.require_head("mask")
         with self._precision():
-            return self._run_prompts(inputs.to(self.device), chunks, masks, mask_min_score)
+            return self._run_prompts(inputs.to(self.device), chunks, masks, mask_min_score, mask_top_k)
 
     def _run_prompts(
-        self, inputs: GLIPInputs, chunks: list[Prompt], masks: bool, mask_min_score: float
+        self, inputs: GLIPInputs, chunks: list[Prompt], masks: bool, mask_min_score: float, mask_top_k: int = 0
     ) -> list[list[Detections]]:
         b = inputs.pixel_values.shape[0]
         features = self._image_features(inputs.pixel_values)
@@ -314,7 +325,7 @@ class GLIPPredictor:
                     logits, boxes, ctr, anchors, level_sizes, maps, inputs.image_sizes * g, inputs.original_sizes * g
                 )  # fmt: skip
                 if masks:
-                    self._add_masks(dets, maps, out, inputs.image_sizes * g, mask_min_score)
+                    self._add_masks(dets, maps, out, inputs.image_sizes * g, mask_min_score, mask_top_k)
                 for row, det in enumerate(dets):
                     per_image[row % b].append(det)
 
@@ -350,8 +361,10 @@ class GLIPPredictor:
         out: Sequence[Tensor],
         image_sizes: list[tuple[int, int]],
         min_score: float,
+        top_k: int = 0,
     ) -> None:
-        """Fill ``det.masks`` of each row: the mask head on the boxes scoring at least ``min_score``.
+        """Fill ``det.masks`` of each row: the mask head on the boxes scoring at least ``min_score``
+        and on the ``top_k`` best ones (the others get empty masks).
 
         ``out`` is :meth:`GLIPModel.head_tensors`' output for the rows; a box's phrase is the tokens of
         the entities with its label id.
@@ -360,7 +373,8 @@ class GLIPPredictor:
         num_tokens = mask_text.shape[1]
         rois, weights, selected = [], [], []
         for row, (det, emap) in enumerate(zip(dets, maps, strict=True)):
-            keep = (det.scores >= min_score).nonzero().squeeze(1)
+            best = torch.arange(len(det), device=det.scores.device) < top_k  # detections are sorted by score
+            keep = ((det.scores >= min_score) | best).nonzero().squeeze(1)
             selected.append(keep)
             if keep.numel() == 0:
                 continue

@@ -83,7 +83,7 @@ class FakePredictor:
             det.masks = None
         return [det]
 
-    def predict_prompts(self, images, prompts, masks=False, mask_min_score=0.0):
+    def predict_prompts(self, images, prompts, masks=False, mask_min_score=0.0, mask_top_k=0):
         return [[self.predict_chunks(images, [p], masks=masks)[0] for p in prompts]]
 
 
@@ -254,3 +254,13 @@ def test_unreadable_refexp_files(tmp_path):
     with pytest.raises(DataError, match=r"1 image\(s\) listed .* are missing"):
         load_refexp(path)
     assert len(load_refexp(path, check_files=False)) == 2
+
+
+def test_keep_best_puts_the_top_mask_in_even_below_the_threshold(tmp_path):
+    path = _write_refexp(tmp_path)
+    strict = evaluate_refseg(FakePredictor(PLANNED), path, threshold=0.95, progress=False, keep_best=False)
+    best = evaluate_refseg(FakePredictor(PLANNED), path, threshold=0.95, progress=False, keep_best=True)
+    assert strict.metrics["mean_iou"] == 0.0  # nothing scores 0.95
+    # with keep_best each expression takes its top mask: left cat 1, all cats 100/200, dog 25/175, bird none: 0
+    assert best.metrics["mean_iou"] == pytest.approx((1 + 100 / 200 + 25 / 175 + 0) / 4)
+    assert best.keep_best and not strict.keep_best

@@ -2,7 +2,8 @@
 
 Metrics are computed the way PhraseCut computes them. Per expression, the predicted mask is the
 union of every instance mask the model returns for the expression with a score at or above the
-threshold (empty when none does), and the ground truth is the union mask of the referred instances:
+threshold, and of the best-scoring one in any case (``keep_best``: an expression always names at
+least one object), and the ground truth is the union mask of the referred instances:
 
 * **mean IoU** (``mean_iou``): the IoU of each expression, averaged over expressions;
 * **cumulative IoU** (``cumulative_iou``): the sum of intersections over the sum of unions (pixels)
@@ -123,6 +124,7 @@ class RefSegReport:
         description: its ``info.description``.
         derived: whether the file is DERIVED (templated): its numbers are "coco_mt derived" numbers.
         threshold: the score a returned mask needs to enter the prediction.
+        keep_best: whether the best-scoring mask entered the prediction whatever its score.
         num_images, num_expressions: what was evaluated.
         metrics: :meth:`RefSegMetrics.to_dict`.
         prompt_errors: expressions the model could not take as a prompt (scored as empty predictions).
@@ -136,6 +138,7 @@ class RefSegReport:
     description: str
     derived: bool
     threshold: float
+    keep_best: bool
     num_images: int
     num_expressions: int
     metrics: dict[str, Any]
@@ -150,8 +153,11 @@ class RefSegReport:
         return asdict(self)
 
 
-def union_above(det: Detections, threshold: float, size: tuple[int, ...]) -> tuple[Tensor, int]:
-    """The union of a prediction's masks scoring at least ``threshold``, and how many there are.
+def union_above(
+    det: Detections, threshold: float, size: tuple[int, ...], keep_best: bool = False
+) -> tuple[Tensor, int]:
+    """The union of a prediction's masks scoring at least ``threshold`` (and of the best-scoring one
+    with ``keep_best``; detections are sorted by score), and how many there are.
 
     Returns:
         ``(H, W)`` bool mask (all False when nothing scores high enough) and the number of masks.
@@ -164,7 +170,10 @@ def union_above(det: Detections, threshold: float, size: tuple[int, ...]) -> tup
             "the model has no mask head, so it cannot be evaluated for referring segmentation: "
             "use a model with a mask head"
         )
-    masks = det.masks[det.scores.to(det.masks.device) >= threshold]
+    chosen = det.scores >= threshold
+    if keep_best and len(det):
+        chosen[0] = True
+    masks = det.masks[chosen.to(det.masks.device)]
     if masks.shape[0] == 0:
         return torch.zeros(*size, dtype=torch.bool), 0
     return union(masks.bool().cpu()), int(masks.shape[0])
@@ -177,6 +186,7 @@ def evaluate_refseg(
     threshold: float = DEFAULT_THRESHOLD,
     progress: bool = True,
     out_dir: str | Path | None = None,
+    keep_best: bool = True,
 ) -> RefSegReport:
     """Predict a mask for every expression of a refexp file and score it (see the module docstring).
 
@@ -186,6 +196,7 @@ def evaluate_refseg(
         images_root: the images folder (see :func:`load_refexp`).
         threshold: the score a returned mask needs to be part of the predicted union.
         progress: show a progress bar.
+        keep_best: the best-scoring mask is part of the prediction even below ``threshold``.
         out_dir: write ``<stem>_refseg_report.md`` / ``.json`` (via
             :func:`glip.evaluation.report.write_reports`) and ``<stem>_refseg_results.json`` there.
 
@@ -218,12 +229,17 @@ def evaluate_refseg(
                     logger.warning("ref_id %s: %s; scored as an empty prediction", ref.ref_id, e)
                     prompt_errors += 1
             # the image is encoded once for all its expressions
-            dets = predictor.predict_prompts([image], list(prompts.values()), masks=True, mask_min_score=threshold)
+            dets = predictor.predict_prompts(
+                [image], list(prompts.values()), masks=True, mask_min_score=threshold, mask_top_k=int(keep_best)
+            )
             by_ref = dict(zip(prompts, dets[0], strict=True))
             for ref in refs:
                 gt = ds.gt_mask(ref)
                 det = by_ref.get(ref.ref_id)
-                pred, kept = (torch.zeros_like(gt), 0) if det is None else union_above(det, threshold, gt.shape)
+                if det is None:
+                    pred, kept = torch.zeros_like(gt), 0
+                else:
+                    pred, kept = union_above(det, threshold, gt.shape, keep_best)
                 inter, uni = intersection_union(pred, gt)
                 results.append(
                     {"ref_id": ref.ref_id, "image_id": image_id, "expression": ref.expression,
@@ -239,7 +255,8 @@ def evaluate_refseg(
     )
     report = RefSegReport(
         dataset=ds.name, annotation_file=str(ds.annotation_file), description=ds.description, derived=ds.derived,
-        threshold=threshold, num_images=len(by_image), num_expressions=len(results), metrics=metrics.to_dict(),
+        threshold=threshold, keep_best=keep_best, num_images=len(by_image), num_expressions=len(results),
+        metrics=metrics.to_dict(),
         prompt_errors=prompt_errors, seconds=round(seconds, 2),
         expressions_per_second=round(len(results) / seconds, 3) if seconds > 0 else 0.0,
     )  # fmt: skip
