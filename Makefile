@@ -25,7 +25,7 @@ test: install lint
 
 # The main job: detect what a text names in a real photo with the embedded default model.
 demo: install
-	$(BIN)/glip predict assets/raccoon-72.jpg --classes "raccoon,dog" --out-dir outputs
+	$(BIN)/glip predict assets/raccoon-72.jpg --classes "raccoon,dog" --masks --out-dir outputs
 
 # What a pip user gets: build the wheel, install it into a fresh virtual environment (no dev extras,
 # nothing from this checkout on the path) and run the README's sample from another folder.

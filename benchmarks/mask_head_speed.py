@@ -10,8 +10,9 @@ COCO evaluation setting: a mask for each of the 100 detections). Timed from prep
 :meth:`glip.predictor.GLIPPredictor.predict_inputs` runs them, CUDA-synchronised, warm-up excluded:
 
 * ``detect``: backbone, tower, heads, post-processing (what ``glip predict`` runs without ``--masks``);
-* ``detect+masks``: the same call with ``masks=True``: the mask head on every detection's box, phrase
-  logits, and pasting into the original image.
+* ``detect+masks``: the same call with ``masks=True``: the mask head on every detection's box (or on
+  the ``--masks-per-image`` best ones, as a score threshold would keep), phrase logits, and pasting
+  into the original image.
 
 The last line gives the mask share ``(detect+masks - detect) / detect``. One JSON line per measurement.
 """
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="bf16", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--cuda-graphs", action="store_true")
     parser.add_argument("--detections", type=int, default=100)
+    parser.add_argument("--masks-per-image", type=int, default=0, help="masks for the K best detections (0: all)")
     parser.add_argument("--size", type=int, nargs=2, default=(800, 1333), metavar=("H", "W"))
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -88,12 +90,14 @@ def main() -> None:
     dets = predictor.predict_inputs(inputs, chunks, masks=True)
     per_image = sum(len(d) for parts in dets for d in parts) / args.batch_size
     base = {"preset": args.preset, "batch": args.batch_size, "dtype": args.dtype, "cuda_graphs": args.cuda_graphs,
-            "size": [h, w], "detections_per_image": per_image,
+            "size": [h, w], "detections_per_image": per_image, "masks_per_image": args.masks_per_image or per_image,
             "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}  # fmt: skip
     results = {}
+    k = args.masks_per_image
+    options = {"mask_min_score": 2.0, "mask_top_k": k} if k else {}  # scores are <= 1: only the top k
     for name, masks in (("detect", False), ("detect+masks", True)):
         seconds, peak = timed(
-            lambda m=masks: predictor.predict_inputs(inputs, chunks, masks=m), args.warmup, args.iters
+            lambda m=masks: predictor.predict_inputs(inputs, chunks, masks=m, **options), args.warmup, args.iters
         )
         results[name] = seconds
         emit({**base, "mode": name, "ms_per_batch": round(1000 * seconds, 2),

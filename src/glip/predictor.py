@@ -371,30 +371,46 @@ class GLIPPredictor:
         """
         mask_text, tower = out[3], list(out[4:])
         num_tokens = mask_text.shape[1]
-        rois, weights, selected = [], [], []
-        for row, (det, emap) in enumerate(zip(dets, maps, strict=True)):
-            best = torch.arange(len(det), device=det.scores.device) < top_k  # detections are sorted by score
-            keep = ((det.scores >= min_score) | best).nonzero().squeeze(1)
-            selected.append(keep)
+        # which boxes get a mask: one host sync for all rows (detections are sorted by score)
+        chosen = [((d.scores >= min_score) | (torch.arange(len(d), device=d.scores.device) < top_k)) for d in dets]
+        chosen_cpu = torch.cat(chosen).cpu().split([len(d) for d in dets]) if dets else []
+        rois, weights, boxes_orig, rows = [], [], [], []
+        for row, (det, emap, mask_row) in enumerate(zip(dets, maps, chosen_cpu, strict=True)):
+            keep = mask_row.nonzero().squeeze(1)
             if keep.numel() == 0:
                 continue
             (h, w), (oh, ow) = image_sizes[row], det.image_size
-            boxes = det.boxes_xyxy[keep] * det.boxes_xyxy.new_tensor([w / ow, h / oh, w / ow, h / oh])
-            rois.append(torch.cat((boxes.new_full((boxes.shape[0], 1), float(row)), boxes), dim=1))
-            weights.append(label_token_weights(det.labels[keep], emap, num_tokens, boxes.device))
-        probs = None
-        if rois:
-            with self._autocast():
-                probs = self.model.segment(tower, mask_text, torch.cat(rois), torch.cat(weights)).sigmoid()
+            boxes = det.boxes_xyxy[keep.to(det.boxes_xyxy.device)]
+            scaled = boxes * boxes.new_tensor([w / ow, h / oh, w / ow, h / oh])
+            rois.append(torch.cat((scaled.new_full((scaled.shape[0], 1), float(row)), scaled), dim=1))
+            weights.append(label_token_weights(det.labels[keep.to(det.labels.device)].cpu(), emap, num_tokens, "cpu"))
+            boxes_orig.append(boxes)
+            rows.append((row, keep))
+        for det in dets:
+            det.masks = torch.zeros(len(det), *det.image_size, dtype=torch.bool, device=det.scores.device)
+        if not rois:
+            return
+        with self._autocast():
+            weight = torch.cat(weights).to(mask_text.device, non_blocking=True)
+            probs = self.model.segment(tower, mask_text, torch.cat(rois), weight).sigmoid()
         threshold = self.model.config.heads.mask.mask_threshold  # type: ignore[union-attr]
-        start = 0
-        for det, keep in zip(dets, selected, strict=True):
-            full = torch.zeros(len(det), *det.image_size, dtype=torch.bool, device=det.scores.device)
-            if keep.numel():
-                part = probs[start : start + keep.numel()]  # type: ignore[index]
-                full[keep] = paste_masks(part, det.boxes_xyxy[keep], det.image_size, threshold)
-                start += keep.numel()
-            det.masks = full
+        counts = [keep.numel() for _, keep in rows]
+        # rows whose images have one size are pasted in one call
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for k, (row, _) in enumerate(rows):
+            by_size.setdefault(dets[row].image_size, []).append(k)
+        offsets = [0, *torch.tensor(counts).cumsum(0).tolist()]
+        for size, members in by_size.items():
+            index = torch.cat([torch.arange(offsets[k], offsets[k + 1]) for k in members]).to(probs.device)
+            pasted = paste_masks(probs[index], torch.cat([boxes_orig[k] for k in members]), size, threshold)
+            for part, k in zip(pasted.split([counts[k] for k in members]), members, strict=True):
+                row, keep = rows[k]
+                target = dets[row].masks
+                assert target is not None
+                if keep.numel() == len(dets[row]):
+                    dets[row].masks = part
+                else:
+                    target[keep.to(target.device)] = part
 
     @contextmanager
     def _precision(self) -> Iterator[None]:
@@ -430,7 +446,9 @@ class GLIPPredictor:
         return text, maps[0]
 
 
-def label_token_weights(labels: Tensor, entity_map: EntityMap, num_tokens: int, device: torch.device) -> Tensor:
+def label_token_weights(
+    labels: Tensor, entity_map: EntityMap, num_tokens: int, device: torch.device | str
+) -> Tensor:
     """``(K, T)`` phrase weights of detections: uniform over the tokens of the entities with each label id."""
     tokens: dict[int, set[int]] = {}
     for toks, label in zip(entity_map.token_ids, entity_map.label_ids, strict=True):

@@ -363,16 +363,24 @@ def _paste_loop(padded: Tensor, grown: Tensor, out: Tensor, threshold: float, ch
 
 
 def _paste_batched(padded: Tensor, grown: Tensor, out: Tensor, threshold: float, chunk_pixels: int) -> Tensor:
-    """All boxes as batched GEMMs with interpolation matrices (see :func:`paste_masks`); fills ``out``."""
+    """All boxes as batched GEMMs with interpolation matrices (see :func:`paste_masks`); fills ``out``.
+
+    The matrices of up to ``8 * chunk_pixels / (H + W)`` boxes are built at once (a few kernels for
+    all of them), the GEMMs run on at most ``chunk_pixels`` output pixels at a time.
+    """
     im_h, im_w = out.shape[-2:]
     source = padded.shape[-1]
     starts, sizes = grown[:, :2], (grown[:, 2:] - grown[:, :2] + 1).clamp(min=1)
-    step = max(1, chunk_pixels // max(im_h * im_w, 1))
-    for i in range(0, out.shape[0], step):
-        sl = slice(i, i + step)
+    per_build = max(1, 8 * chunk_pixels // ((im_h + im_w) * source))
+    per_gemm = max(1, chunk_pixels // max(im_h * im_w, 1))
+    for i in range(0, out.shape[0], per_build):
+        sl = slice(i, i + per_build)
         rows = _interpolation_matrix(starts[sl, 1], sizes[sl, 1], im_h, source)  # (r, H, M')
-        cols = _interpolation_matrix(starts[sl, 0], sizes[sl, 0], im_w, source)  # (r, W, M')
-        out[sl] = torch.bmm(torch.bmm(rows, padded[sl]), cols.transpose(1, 2)) > threshold
+        cols = _interpolation_matrix(starts[sl, 0], sizes[sl, 0], im_w, source).transpose(1, 2)  # (r, M', W)
+        left = torch.bmm(rows, padded[sl])  # (r, H, M')
+        for j in range(0, rows.shape[0], per_gemm):
+            part = slice(j, j + per_gemm)
+            out[i + j : i + j + left[part].shape[0]] = torch.bmm(left[part], cols[part]) > threshold
     return out
 
 
