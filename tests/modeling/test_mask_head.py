@@ -234,3 +234,25 @@ def test_batched_paste_matches_the_per_box_paste():
     batched = _paste_batched(probs, grown, torch.zeros(r, h, w, dtype=torch.bool), 0.5, 2**12)  # several chunks
     assert (loop != batched).sum().item() <= 2
     assert loop.sum() > 1000
+
+
+@pytest.mark.parametrize("preset", ["glip_t", "glip_l", "glip_t_a", "effnet_minilm", "mobilenet_minilm", "tiny"])
+def test_mask_head_of_every_preset(preset):
+    """Every preset takes a mask head: its width is the tower's, its text side the encoder's, and it maps
+    ROIs on the preset's pyramid to (R, T, 2P, 2P) logits (built on the meta device: shapes only)."""
+    from glip.config import GLIPConfig
+    from glip.modeling.glip import GLIPModel
+
+    config = GLIPConfig.from_preset(preset).replace(**{"heads.mask": {"pooler_resolution": 14}})
+    with torch.device("meta"):
+        model = GLIPModel(config, load_pretrained_parts=False)
+    head = model.mask_head
+    c, d = config.tower.channels, config.text.hidden_size
+    assert head.text_proj.weight.shape == (c, d) and head.deconv.weight.shape == (c, c, 2, 2)
+    assert head.mask_resolution == 28 and model.heads == ["grounding", "mask"]
+    assert head.pooler_scales == tuple(1.0 / s for s in config.head.anchor_strides)
+    if preset == "tiny":  # small enough to run for real
+        real = GLIPModel(config)
+        feats = [torch.randn(1, c, 256 // s, 384 // s) for s in (8, 16, 32, 64, 128)]
+        out = real.mask_head(feats, [torch.tensor([[2.0, 3.0, 40.0, 50.0]])], torch.randn(1, 9, d))
+        assert out.shape == (1, 9, 28, 28)
