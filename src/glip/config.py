@@ -26,6 +26,10 @@ from typing import Any, Literal
 
 from glip.errors import ConfigError
 from glip.fileio import atomic_write_text
+from glip.heads_config import (
+    ContrastiveHeadConfig,
+    HeadsConfig,
+)
 from glip.validation import Fields, build_dataclass, closest, read_json
 
 BackboneName = Literal["swin", "efficientnet_lite0", "mobilenet_v2"]
@@ -193,59 +197,6 @@ class LossConfig:
 
 
 @dataclass
-class MaskHeadConfig:
-    """GLIPv2 mask head: ROIAlign on the fused pyramid → Hourglass → per-pixel region-word logits.
-
-    Its width is the tower's (``tower.channels``): the hourglass keeps its input width. The official
-    code has no mask config; T/B use 1 hourglass of 1 scale, H 4 hourglasses of 2 scales.
-    """
-
-    num_hourglasses: int = 1
-    hourglass_scales: int = 1
-    # ROIAlign output side P (masks are 2P x 2P); must be divisible by 2 ** hourglass_scales.
-    pooler_resolution: int = 14
-    sampling_ratio: int = 2
-    log_scale_init: float = 0.0
-    # Official quirk (as the detection head): the L2-normalised text is halved before the projection.
-    text_input_scale: float = 0.5
-    # Training: a ROI learns the mask of the GT box it overlaps by at least this IoU.
-    iou_threshold: float = 0.5
-    # Training: predicted boxes per image added to the GT boxes as ROIs (0: GT boxes only).
-    train_proposals: int = 16
-    # Inference: mask probability above which a pixel belongs to the instance.
-    mask_threshold: float = 0.5
-
-
-@dataclass
-class ContrastiveHeadConfig:
-    """GLIPv2 projections of regions and tokens for the inter-image contrastive loss."""
-
-    dim: int = 64
-
-
-@dataclass
-class HeadsConfig:
-    """The task heads built on the trunk (image encoder, text encoder, VL tower).
-
-    The grounding head (boxes, centerness, region-word logits; ``GLIPConfig.head``) is always there;
-    the others exist when their section is set. A model folder's ``config.json`` therefore says which
-    heads it has, and asking a model for the task of a missing head is a :class:`ConfigError`.
-    """
-
-    # GLIPv2 instance / referring-expression segmentation.
-    mask: MaskHeadConfig | None = None
-    # GLIPv2 masked-language-model decoder on the fused text (pre-training).
-    mlm: bool = False
-    # GLIPv2 inter-image contrastive projections (pre-training).
-    contrastive: ContrastiveHeadConfig | None = None
-
-    def names(self) -> list[str]:
-        """The heads present, ``"grounding"`` first."""
-        present = {"mask": self.mask is not None, "mlm": self.mlm, "contrastive": self.contrastive is not None}
-        return ["grounding", *(name for name, on in present.items() if on)]
-
-
-@dataclass
 class InputConfig:
     """Image transform of the processor (the official test transform by default)."""
 
@@ -343,36 +294,11 @@ class GLIPConfig:
         )
         lo = self.loss
         _check(0.0 <= lo.mlm_probability < 1.0, f"loss.mlm_probability={lo.mlm_probability} must be in [0, 1)")
-        _check(
-            not self.heads.mlm or tw.early_fusion,
-            "heads.mlm needs tower.early_fusion=True (MLM predicts tokens from the fused text features)",
-        )
-        self._validate_mask_head()
+        self.heads.validate(tw.channels, t.hidden_size, tw.early_fusion)
         _check(
             t.max_query_len <= t.prompt_offset_positions,
             f"text.prompt_offset_positions={t.prompt_offset_positions} must cover max_query_len={t.max_query_len}",
         )
-
-    def _validate_mask_head(self) -> None:
-        m = self.heads.mask
-        if m is None:
-            return
-        for name in ("num_hourglasses", "hourglass_scales", "pooler_resolution", "sampling_ratio"):
-            value = getattr(m, name)
-            _check(
-                0 <= value <= 64 and (value >= 1 or name == "sampling_ratio"),
-                f"heads.mask.{name}={value} is out of range",
-            )
-        _check(
-            m.pooler_resolution % (2**m.hourglass_scales) == 0,
-            f"heads.mask.pooler_resolution={m.pooler_resolution} must be divisible by 2**hourglass_scales="
-            f"{2**m.hourglass_scales}",
-        )
-        _check(self.tower.channels % 2 == 0, f"heads.mask needs an even tower.channels, got {self.tower.channels}")
-        for name in ("iou_threshold", "mask_threshold"):
-            _check(0.0 <= getattr(m, name) <= 1.0, f"heads.mask.{name}={getattr(m, name)} must be in [0, 1]")
-        _check(m.text_input_scale > 0, f"heads.mask.text_input_scale={m.text_input_scale} must be positive")
-        _check(0 <= m.train_proposals <= 10**4, f"heads.mask.train_proposals={m.train_proposals} is out of range")
 
     def _validate_ranges(self) -> None:
         """Counts and sizes within bounds (a corrupt config must not build a huge model), rates that are

@@ -260,13 +260,21 @@ class VLTowerBlock(nn.Module):
         self.dyconv = dyconv
 
     def forward(
-        self, visual: list[Tensor], text: Tensor, text_mask: Tensor, pixel_mask: Tensor | None = None
+        self,
+        visual: list[Tensor],
+        text: Tensor,
+        text_mask: Tensor,
+        pixel_mask: Tensor | None = None,
+        causal: bool = False,
     ) -> tuple[list[Tensor], Tensor]:
-        """Visual maps ``(B, C, H_l, W_l)`` and text ``(B, T, D)`` → updated visual maps and text."""
+        """Visual maps ``(B, C, H_l, W_l)`` and text ``(B, T, D)`` → updated visual maps and text.
+
+        ``causal`` (captioning): the text attends causally and the image side does not read the text.
+        """
         if self.fusion is not None:
-            visual, text = self.fusion(visual, text, text_mask, pixel_mask)
+            visual, text = self.fusion(visual, text, text_mask, pixel_mask, image_reads_text=not causal)
         if self.text_layer is not None:
-            text = self.text_layer(text, text_mask)
+            text = self.text_layer(text, text_mask, causal)
         return self.dyconv(visual), text
 
 
@@ -279,14 +287,19 @@ class VLTower(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(
-        self, visual: list[Tensor], text: Tensor, text_mask: Tensor, pixel_mask: Tensor | None = None
+        self,
+        visual: list[Tensor],
+        text: Tensor,
+        text_mask: Tensor,
+        pixel_mask: Tensor | None = None,
+        causal: bool = False,
     ) -> tuple[list[Tensor], Tensor]:
-        """Run all blocks; shapes are preserved."""
+        """Run all blocks; shapes are preserved (``causal``: see :class:`VLTowerBlock`)."""
         for block in self.blocks:
             if self.gradient_checkpointing and self.training:
                 n = len(visual)
                 out = checkpoint(
-                    partial(_flat_call, block, n),
+                    partial(_flat_call, block, n, causal),
                     *visual,
                     text,
                     text_mask,
@@ -295,13 +308,38 @@ class VLTower(nn.Module):
                 )
                 visual, text = list(out[:n]), out[n]
             else:
-                visual, text = block(visual, text, text_mask, pixel_mask)
+                visual, text = block(visual, text, text_mask, pixel_mask, causal)
         return visual, text
 
+    def image_path(self, visual: list[Tensor]) -> list[tuple[list[Tensor], tuple[Tensor, Tensor] | None]]:
+        """Captioning, once per image: per block, the visual keys its text side reads (None without
+        fusion), the visual path being independent of the text (see :meth:`FusionBlock.image_side_only`).
 
-def _flat_call(block: VLTowerBlock, n: int, *args: Tensor) -> tuple[Tensor, ...]:
+        Returns:
+            Per block ``(visual maps after the block, visual keys)``.
+        """
+        states = []
+        for block in self.blocks:
+            keys = None
+            if block.fusion is not None:
+                visual, keys = block.fusion.image_side_only(visual)
+            visual = block.dyconv(visual)
+            states.append((visual, keys))
+        return states
+
+    def text_path(self, keys: list[tuple[Tensor, Tensor] | None], text: Tensor, text_mask: Tensor) -> Tensor:
+        """Captioning, per decoding step: the causal text path of every block on cached visual keys."""
+        for block, block_keys in zip(self.blocks, keys, strict=True):
+            if block.fusion is not None and block_keys is not None:
+                text = block.fusion.text_side_only(block_keys, text)
+            if block.text_layer is not None:
+                text = block.text_layer(text, text_mask, causal=True)
+        return text
+
+
+def _flat_call(block: VLTowerBlock, n: int, causal: bool, *args: Tensor) -> tuple[Tensor, ...]:
     visual, text, text_mask, pixel_mask = list(args[:n]), args[n], args[n + 1], args[n + 2]
-    new_visual, new_text = block(visual, text, text_mask, pixel_mask)
+    new_visual, new_text = block(visual, text, text_mask, pixel_mask, causal)
     return (*new_visual, new_text)
 
 

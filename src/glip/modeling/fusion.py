@@ -99,6 +99,28 @@ class BiMultiHeadAttention(nn.Module):
         out_l = F.scaled_dot_product_attention(k, q, values_v, scale=1.0)  # text -> all pixels, unmasked
         return self.out_v_proj(self._merge(out_v)), self.out_l_proj(self._merge(out_l))
 
+    def text_side(self, visual_keys: tuple[Tensor, Tensor], t: Tensor) -> Tensor:
+        """Only the text→image direction: ``delta_l (batch, tokens, text_dim)`` (captioning).
+
+        Args:
+            visual_keys: :meth:`visual_keys` of the normed visual sequence (computed once per image).
+            t: ``(batch, tokens, text_dim)`` normed token features.
+        """
+        q, values_v = visual_keys
+        k = self._heads(self.l_proj(t))
+        if self.fast and not self.training:
+            out_l = F.scaled_dot_product_attention(k, q, values_v, scale=1.0)
+            return self.out_l_proj(self._merge(out_l))
+        scores_l = self._clamp(k @ q.transpose(-1, -2))  # (B, h, T, N)
+        scores_l = self._clamp(scores_l - scores_l.amax(dim=-1, keepdim=True))
+        probs_l = F.dropout(scores_l.softmax(dim=-1), p=self.dropout, training=self.training)
+        return self.out_l_proj(self._merge(probs_l @ values_v))
+
+    def visual_keys(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        """The scaled queries and the values of a normed visual sequence ``(batch, pixels, visual_dim)``:
+        what the text side reads; ``(B, heads, N, d)`` each."""
+        return self._heads(self.v_proj(v) * self.scale), self._heads(self.values_v_proj(v))
+
     def forward(
         self, v: Tensor, t: Tensor, text_mask: Tensor | None = None, pixel_mask: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
@@ -172,6 +194,7 @@ class FusionBlock(nn.Module):
         text: Tensor,
         text_mask: Tensor | None,
         pixel_mask: Tensor | None = None,
+        image_reads_text: bool = True,
     ) -> tuple[list[Tensor], Tensor]:
         """Fuse.
 
@@ -180,14 +203,33 @@ class FusionBlock(nn.Module):
             text: ``(batch, tokens, text_dim)``.
             text_mask: ``(batch, tokens)`` attention mask of the prompt.
             pixel_mask: optional ``(batch, sum_l H_l W_l)`` bool validity of each pixel.
+            image_reads_text: False for captioning: the image side gets no update from the text
+                (so the image features do not depend on the text and can be computed once), the text
+                side still reads the image.
 
         Returns:
             The fused maps (same shapes as ``visual``) and the fused text ``(batch, tokens, text_dim)``.
         """
+        if not image_reads_text:
+            new_visual, keys = self.image_side_only(visual)
+            return new_visual, self.text_side_only(keys, text)
         flat, sizes = flatten_levels(visual)
         v, t = self.layer_norm_v(flat), self.layer_norm_l(text)
-        delta_v, delta_l = self.attn(v, t, text_mask, pixel_mask)
         base_v, base_l = (v, t) if self.residual_on_normed else (flat, text)
+        delta_v, delta_l = self.attn(v, t, text_mask, pixel_mask)
         new_v = base_v + self.gamma_v * delta_v
         new_l = base_l + self.gamma_l * delta_l
         return split_levels(new_v, sizes), new_l
+
+    def image_side_only(self, visual: list[Tensor]) -> tuple[list[Tensor], tuple[Tensor, Tensor]]:
+        """Captioning, once per image: the block's visual output (no text update) and the visual keys
+        the text side reads (:meth:`BiMultiHeadAttention.visual_keys`)."""
+        flat, sizes = flatten_levels(visual)
+        v = self.layer_norm_v(flat)
+        return split_levels(v if self.residual_on_normed else flat, sizes), self.attn.visual_keys(v)
+
+    def text_side_only(self, visual_keys: tuple[Tensor, Tensor], text: Tensor) -> Tensor:
+        """Captioning, per decoding step: the fused text from cached visual keys."""
+        t = self.layer_norm_l(text)
+        base = t if self.residual_on_normed else text
+        return base + self.gamma_l * self.attn.text_side(visual_keys, t)

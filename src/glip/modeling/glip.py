@@ -29,8 +29,9 @@ from glip.modeling.dyhead import ConvGN, DyConv, ModulatedDeformConv3x3, VLTower
 from glip.modeling.fusion import BiMultiHeadAttention, FusionBlock, flatten_levels
 from glip.modeling.head import GLIPHead
 from glip.modeling.language import TextEncoder, resolve_text_weights
-from glip.modeling.mask_head import MaskHead
+from glip.modeling.mask_head import MaskHead, training_rois
 from glip.modeling.text_layer import ClampedBertLayer
+from glip.modeling.vl_heads import CaptionLMHead, VQAHead
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class GLIPOutput:
         mask_rois: ``(R, 5)`` rows ``(image index, x1, y1, x2, y2)`` the mask head ran on (training
             with ``mask_boxes``; None otherwise).
         mask_logits: ``(R, T, M, M)`` per-token mask logits of those ROIs (None without ``mask_boxes``).
+        vqa_logits: ``(batch, answers)`` VQA answer logits (a model with the VQA head, not causal).
+        lm_logits: ``(batch, T, vocab)`` next-token logits (a model with the caption head, causal).
     """
 
     logits: Tensor
@@ -118,6 +121,8 @@ class GLIPOutput:
     mask_text: Tensor | None = None
     mask_rois: Tensor | None = None
     mask_logits: Tensor | None = None
+    vqa_logits: Tensor | None = None
+    lm_logits: Tensor | None = None
 
 
 class GLIPModel(nn.Module):
@@ -224,6 +229,11 @@ class GLIPModel(nn.Module):
         self.contrastive_text = nn.Linear(t.hidden_size, contrastive.dim) if contrastive else None
         self.mlm_head = MLMHead(t.hidden_size, t.vocab_size, t.layer_norm_eps, t.hidden_act) if heads.mlm else None
         self.mask_head = _build_mask_head(config) if heads.mask is not None else None
+        vqa = heads.vqa
+        self.vqa_head = VQAHead(t.hidden_size, len(vqa.answers), vqa.hidden_dim, vqa.dropout) if vqa else None
+        self.caption_head = (
+            CaptionLMHead(t.hidden_size, t.vocab_size, t.layer_norm_eps, t.hidden_act) if heads.caption else None
+        )
         self._anchor_strides = tuple(h.anchor_strides)
         self._anchor_scale = h.anchor_scale
         self._legacy_plus_one = h.legacy_plus_one
@@ -255,7 +265,7 @@ class GLIPModel(nn.Module):
         """Backbone + FPN: ``(batch, 3, H, W)`` → P3..P7, each ``(batch, C, H_l, W_l)``."""
         return self.backbone(pixel_values)
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor, causal: bool = False) -> TextFeatures:
         """Text encoder: ``(batch, tokens)`` ids and mask → :class:`TextFeatures`.
 
         On the fast path the encoder runs in fp32 even under autocast: its output is cached per prompt
@@ -264,8 +274,8 @@ class GLIPModel(nn.Module):
         kind = input_ids.device.type
         if self._fp32_text and torch.is_autocast_enabled(kind):
             with torch.autocast(kind, enabled=False):
-                return TextFeatures(self.text_encoder(input_ids, attention_mask), attention_mask)
-        return TextFeatures(self.text_encoder(input_ids, attention_mask), attention_mask)
+                return TextFeatures(self.text_encoder(input_ids, attention_mask, causal), attention_mask)
+        return TextFeatures(self.text_encoder(input_ids, attention_mask, causal), attention_mask)
 
     def anchors(self, level_sizes: list[tuple[int, int]], device: torch.device) -> Tensor:
         """``(N, 4)`` anchors for these level sizes (cached)."""
@@ -277,7 +287,7 @@ class GLIPModel(nn.Module):
         return self._anchor_cache[key]
 
     def forward_features(
-        self, fpn_features: list[Tensor], text: TextFeatures, pixel_mask: Tensor | None = None
+        self, fpn_features: list[Tensor], text: TextFeatures, pixel_mask: Tensor | None = None, causal: bool = False
     ) -> GLIPOutput:
         """Tower + head on pre-computed image and text features (batch sizes must agree).
 
@@ -286,6 +296,9 @@ class GLIPModel(nn.Module):
             text: from :meth:`encode_text` (use :meth:`TextFeatures.repeat` for one prompt, many images).
             pixel_mask: ``(batch, H, W)`` bool validity of the padded image; used only when the
                 config masks the text→image attention (off in the official models).
+            causal: captioning: the text attends causally, the image side does not read the text,
+                and the caption head's next-token logits are computed (``text`` from
+                :meth:`encode_text` with ``causal=True``).
         """
         level_sizes = [(f.shape[-2], f.shape[-1]) for f in fpn_features]
         flat_mask = None
@@ -295,7 +308,7 @@ class GLIPModel(nn.Module):
         if self.prompt_offset is not None:
             offset = self.prompt_offset[: hidden.shape[1]].unsqueeze(0)
             hidden, embedded = hidden + offset, embedded + offset
-        tower_feats, fused = self.tower(fpn_features, hidden, text.mask, flat_mask)
+        tower_feats, fused = self.tower(fpn_features, hidden, text.mask, flat_mask, causal)
         lang = fused if self._fused_text_for_logits else embedded
         emb, proj, bias = self.head.text_queries(lang)
         logits = self.head.grounding_logits(tower_feats, proj, bias)
@@ -304,8 +317,13 @@ class GLIPModel(nn.Module):
         if self.contrastive_image is not None and self.contrastive_text is not None:
             region_emb = F.normalize(self.contrastive_image(flatten_levels(fpn_features)[0]), dim=-1)
             token_emb = F.normalize(self.contrastive_text(emb), dim=-1)
-        if self.mlm_head is not None:
+        vqa_logits = lm_logits = None
+        if self.mlm_head is not None and not causal:
             mlm_logits = self.mlm_head(fused)
+        if self.vqa_head is not None and not causal:
+            vqa_logits = self.vqa_head(fused, text.mask)
+        if self.caption_head is not None and causal:
+            lm_logits = self.caption_head(fused, self.decoder_weight())
         return GLIPOutput(
             logits=logits,
             box_regression=box_regression,
@@ -320,7 +338,15 @@ class GLIPModel(nn.Module):
             token_embeddings=token_emb,
             mlm_logits=mlm_logits,
             mask_text=(fused if self.config.tower.early_fusion else hidden) if self.mask_head is not None else None,
+            vqa_logits=vqa_logits,
+            lm_logits=lm_logits,
         )
+
+    def decoder_weight(self) -> Tensor:
+        """``(V, D)`` weight of the language-model decoder: the MLM decoder's, else the word embeddings (tied)."""
+        if self.mlm_head is not None:
+            return self.mlm_head.decoder.weight
+        return self.text_encoder.bert.embeddings.word_embeddings.weight
 
     def forward(
         self,
@@ -329,6 +355,7 @@ class GLIPModel(nn.Module):
         attention_mask: Tensor,
         pixel_mask: Tensor | None = None,
         mask_boxes: list[Tensor] | None = None,
+        causal: bool = False,
     ) -> GLIPOutput:
         """Full model.
 
@@ -341,13 +368,18 @@ class GLIPModel(nn.Module):
                 head runs on them plus the ``heads.mask.train_proposals`` best predicted boxes of the
                 image (detached), as the official training runs it on detections and ground truth;
                 the output then carries ``mask_rois`` and ``mask_logits``.
+            causal: captioning (see :meth:`forward_features`).
         """
         out = self.forward_features(
-            self.encode_image(pixel_values), self.encode_text(input_ids, attention_mask), pixel_mask
+            self.encode_image(pixel_values), self.encode_text(input_ids, attention_mask, causal), pixel_mask, causal
         )
         if mask_boxes is not None:
             self.require_head("mask")
-            out.mask_rois = self.mask_proposals(out, mask_boxes, pixel_values.shape[-2:])
+            k = self.config.heads.mask.train_proposals  # type: ignore[union-attr]
+            out.mask_rois = training_rois(
+                out.logits, out.centerness, out.box_regression, out.anchors_xyxy, mask_boxes, k,
+                self.box_coder, tuple(pixel_values.shape[-2:]), self._legacy_plus_one,
+            )  # fmt: skip
             out.mask_logits = self.mask_head(out.tower_features, out.mask_rois, out.mask_text)  # type: ignore[misc]
         return out
 
@@ -376,35 +408,6 @@ class GLIPModel(nn.Module):
         """
         self.require_head("mask")
         return self.mask_head.phrase_logits(tower_features, rois, mask_text, token_weights)  # type: ignore[union-attr]
-
-    @torch.no_grad()
-    def mask_proposals(self, out: GLIPOutput, gt_boxes: list[Tensor], image_hw: tuple[int, int]) -> Tensor:
-        """Training ROIs: each image's GT boxes and its best ``train_proposals`` predicted boxes.
-
-        A location's score is its best token probability times its centerness (as post-processing
-        ranks candidates); its box is decoded from the regression and clipped to the image.
-
-        Returns:
-            ``(R, 5)`` fp32 rows ``(image index, x1, y1, x2, y2)``, image by image.
-        """
-        k = self.config.heads.mask.train_proposals if self.config.heads.mask else 0
-        rows = []
-        for i, gt in enumerate(gt_boxes):
-            boxes = [gt.float()]
-            if k > 0:
-                score = out.logits[i].sigmoid().amax(dim=-1) * out.centerness[i].sigmoid()
-                top = score.topk(min(k, score.shape[0])).indices
-                pred = self.box_coder.decode(out.box_regression[i, top].float(), out.anchors_xyxy[top])
-                h, w = image_hw
-                one = 1.0 if self._legacy_plus_one else 0.0
-                pred = torch.stack(
-                    (pred[:, 0].clamp(0, w - one), pred[:, 1].clamp(0, h - one),
-                     pred[:, 2].clamp(0, w - one), pred[:, 3].clamp(0, h - one)), dim=1,
-                )  # fmt: skip
-                boxes.append(pred)
-            b = torch.cat(boxes)
-            rows.append(torch.cat((b.new_full((b.shape[0], 1), float(i)), b), dim=1))
-        return torch.cat(rows) if rows else out.logits.new_zeros(0, 5)
 
     # ------------------------------------------------------------------ persistence
     @classmethod

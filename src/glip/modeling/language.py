@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from transformers import BertConfig, BertModel
 
 from glip.errors import CheckpointError
+from glip.modeling.text_layer import attention_allowed
 from glip.validation import one_line, read_json
 
 logger = logging.getLogger(__name__)
@@ -88,17 +89,20 @@ class TextEncoder(nn.Module):
         self.bert = BertModel(cfg, add_pooling_layer=False)
         self.hidden_size = hidden_size
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, causal: bool = False) -> Tensor:
         """Last hidden layer, padding positions included (not masked).
 
         Args:
             input_ids: ``(batch, tokens)`` int64.
             attention_mask: ``(batch, tokens)`` 1 for real tokens, 0 for padding.
+            causal: unidirectional attention (each token sees only itself and earlier tokens), for
+                language modelling.
 
         Returns:
             ``(batch, tokens, hidden_size)``.
         """
-        out = self.bert(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+        mask = attention_allowed(attention_mask, causal=True) if causal else attention_mask
+        out = self.bert(input_ids=input_ids, attention_mask=mask, return_dict=True)
         return out.last_hidden_state
 
     def load_pretrained(self, folder: str | Path) -> None:

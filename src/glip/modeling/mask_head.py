@@ -403,6 +403,48 @@ def _interpolation_matrix(starts: Tensor, sizes: Tensor, length: int, source: in
 
 
 # ----------------------------------------------------------------------------- training targets and loss
+@torch.no_grad()
+def training_rois(
+    logits: Tensor,
+    centerness: Tensor,
+    box_regression: Tensor,
+    anchors_xyxy: Tensor,
+    gt_boxes: Sequence[Tensor],
+    num_proposals: int,
+    box_coder: object,
+    image_hw: tuple[int, int],
+    legacy_plus_one: bool = True,
+) -> Tensor:
+    """Training ROIs: each image's GT boxes and its ``num_proposals`` best predicted boxes (detached).
+
+    A location's score is its best token probability times its centerness (as post-processing ranks
+    candidates); its box is decoded from the regression and clipped to the image, as the official
+    training runs the mask head on detections and ground truth.
+
+    Args:
+        logits: ``(B, N, T)``; centerness: ``(B, N)``; box_regression: ``(B, N, 4)``; anchors_xyxy: ``(N, 4)``.
+        gt_boxes: per image ``(G_i, 4)``; box_coder: a :class:`glip.modeling.anchors.BoxCoder`.
+
+    Returns:
+        ``(R, 5)`` fp32 rows ``(image index, x1, y1, x2, y2)``, image by image.
+    """
+    h, w = image_hw
+    one = 1.0 if legacy_plus_one else 0.0
+    upper = logits.new_tensor([w - one, h - one, w - one, h - one]).float()
+    rows = []
+    for i, gt in enumerate(gt_boxes):
+        boxes = [gt.float()]
+        if num_proposals > 0:
+            score = logits[i].sigmoid().amax(dim=-1) * centerness[i].sigmoid()
+            top = score.topk(min(num_proposals, score.shape[0])).indices
+            pred = box_coder.decode(box_regression[i, top].float(), anchors_xyxy[top])  # type: ignore[attr-defined]
+            boxes.append(pred.clamp(min=0).minimum(upper))
+        b = torch.cat(boxes)
+        rows.append(torch.cat((b.new_full((b.shape[0], 1), float(i)), b), dim=1))
+    return torch.cat(rows) if rows else logits.new_zeros(0, 5)
+
+
+
 def match_boxes(rois_xyxy: Tensor, gt_boxes_xyxy: Tensor, iou_threshold: float = 0.5) -> Tensor:
     """Index of the GT box each ROI overlaps most, or -1 below ``iou_threshold`` (official ``Matcher``).
 

@@ -17,6 +17,23 @@ from torch import Tensor, nn
 from transformers.activations import ACT2FN
 
 
+def attention_allowed(attention_mask: Tensor, causal: bool = False) -> Tensor:
+    """Which keys each query may attend to, as a boolean mask for ``(B, heads, T_q, T_k)`` scores.
+
+    Args:
+        attention_mask: ``(batch, tokens)``, 1 for real tokens and 0 for padding.
+        causal: also hide every later token (a token sees itself and the tokens before it).
+
+    Returns:
+        ``(batch, 1, 1, tokens)`` without ``causal``, ``(batch, 1, tokens, tokens)`` with it.
+    """
+    keys = (attention_mask > 0)[:, None, None, :]
+    if not causal:
+        return keys
+    t = attention_mask.shape[-1]
+    return keys & torch.ones(t, t, dtype=torch.bool, device=attention_mask.device).tril()[None, None]
+
+
 class ClampedBertLayer(nn.Module):
     """One BERT encoder layer with the official overflow clamps.
 
@@ -70,26 +87,27 @@ class ClampedBertLayer(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    def forward(self, hidden: Tensor, attention_mask: Tensor, causal: bool = False) -> Tensor:
         """Self-attention + feed-forward.
 
         Args:
             hidden: ``(batch, tokens, hidden_size)``.
             attention_mask: ``(batch, tokens)`` with 1 for real tokens and 0 for padding.
+            causal: each token attends only to itself and the tokens before it (captioning).
 
         Returns:
             ``(batch, tokens, hidden_size)``.
         """
         b, t, c = hidden.shape
         q, k, v = self._heads(self.query(hidden)), self._heads(self.key(hidden)), self._heads(self.value(hidden))
+        attend = attention_allowed(attention_mask, causal)  # (B, 1, 1 or T, T)
         if self.fast and not self.training:
-            attend = (attention_mask > 0)[:, None, None, :]
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=attend).transpose(1, 2).reshape(b, t, c)
         else:
             scores = self._clamp((q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim))
             # Same additive mask as transformers' get_extended_attention_mask: 0 or the dtype's minimum.
-            additive = (1.0 - attention_mask.to(scores.dtype)) * torch.finfo(scores.dtype).min
-            probs = self.attn_dropout((scores + additive[:, None, None, :]).softmax(dim=-1))
+            additive = (~attend).to(scores.dtype) * torch.finfo(scores.dtype).min
+            probs = self.attn_dropout((scores + additive).softmax(dim=-1))
             context = (probs @ v).transpose(1, 2).reshape(b, t, c)
         attn = self.attn_norm(self.dropout(self.attn_out(context)) + hidden)
 
