@@ -413,6 +413,13 @@ class GLIPPredictor:
                     target[keep.to(target.device)] = part
 
     @contextmanager
+    def running(self) -> Iterator[None]:
+        """Inference mode, this predictor's precision (TF32 scope) and autocast: the context for calling
+        its model directly (VQA, captioning, custom heads)."""
+        with torch.inference_mode(), self._precision(), self._autocast():
+            yield
+
+    @contextmanager
     def _precision(self) -> Iterator[None]:
         """TF32 matmuls on the fast path on CUDA, for the duration of one call (restored afterwards)."""
         if not self._tf32:
