@@ -265,14 +265,16 @@ class VLTowerBlock(nn.Module):
         text: Tensor,
         text_mask: Tensor,
         pixel_mask: Tensor | None = None,
-        causal: bool = False,
+        causal: bool | Tensor = False,
     ) -> tuple[list[Tensor], Tensor]:
         """Visual maps ``(B, C, H_l, W_l)`` and text ``(B, T, D)`` → updated visual maps and text.
 
-        ``causal`` (captioning): the text attends causally and the image side does not read the text.
+        ``causal`` (captioning; all rows, none, or a ``(batch,)`` bool tensor): the text attends
+        causally and the image side does not read the text.
         """
         if self.fusion is not None:
-            visual, text = self.fusion(visual, text, text_mask, pixel_mask, image_reads_text=not causal)
+            reads = ~causal if isinstance(causal, Tensor) else not causal
+            visual, text = self.fusion(visual, text, text_mask, pixel_mask, image_reads_text=reads)
         if self.text_layer is not None:
             text = self.text_layer(text, text_mask, causal)
         return self.dyconv(visual), text
@@ -292,7 +294,7 @@ class VLTower(nn.Module):
         text: Tensor,
         text_mask: Tensor,
         pixel_mask: Tensor | None = None,
-        causal: bool = False,
+        causal: bool | Tensor = False,
     ) -> tuple[list[Tensor], Tensor]:
         """Run all blocks; shapes are preserved (``causal``: see :class:`VLTowerBlock`)."""
         for block in self.blocks:
@@ -337,7 +339,7 @@ class VLTower(nn.Module):
         return text
 
 
-def _flat_call(block: VLTowerBlock, n: int, causal: bool, *args: Tensor) -> tuple[Tensor, ...]:
+def _flat_call(block: VLTowerBlock, n: int, causal: bool | Tensor, *args: Tensor) -> tuple[Tensor, ...]:
     visual, text, text_mask, pixel_mask = list(args[:n]), args[n], args[n + 1], args[n + 2]
     new_visual, new_text = block(visual, text, text_mask, pixel_mask, causal)
     return (*new_visual, new_text)

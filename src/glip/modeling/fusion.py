@@ -194,7 +194,7 @@ class FusionBlock(nn.Module):
         text: Tensor,
         text_mask: Tensor | None,
         pixel_mask: Tensor | None = None,
-        image_reads_text: bool = True,
+        image_reads_text: bool | Tensor = True,
     ) -> tuple[list[Tensor], Tensor]:
         """Fuse.
 
@@ -205,18 +205,20 @@ class FusionBlock(nn.Module):
             pixel_mask: optional ``(batch, sum_l H_l W_l)`` bool validity of each pixel.
             image_reads_text: False for captioning: the image side gets no update from the text
                 (so the image features do not depend on the text and can be computed once), the text
-                side still reads the image.
+                side still reads the image; or a ``(batch,)`` bool tensor, per row.
 
         Returns:
             The fused maps (same shapes as ``visual``) and the fused text ``(batch, tokens, text_dim)``.
         """
-        if not image_reads_text:
+        if image_reads_text is False:
             new_visual, keys = self.image_side_only(visual)
             return new_visual, self.text_side_only(keys, text)
         flat, sizes = flatten_levels(visual)
         v, t = self.layer_norm_v(flat), self.layer_norm_l(text)
         base_v, base_l = (v, t) if self.residual_on_normed else (flat, text)
         delta_v, delta_l = self.attn(v, t, text_mask, pixel_mask)
+        if isinstance(image_reads_text, Tensor):  # caption rows: no update of the image from the text
+            delta_v = delta_v * image_reads_text.to(delta_v.dtype)[:, None, None]
         new_v = base_v + self.gamma_v * delta_v
         new_l = base_l + self.gamma_l * delta_l
         return split_levels(new_v, sizes), new_l

@@ -103,7 +103,7 @@ class GLIPOutput:
             with ``mask_boxes``; None otherwise).
         mask_logits: ``(R, T, M, M)`` per-token mask logits of those ROIs (None without ``mask_boxes``).
         vqa_logits: ``(batch, answers)`` VQA answer logits (a model with the VQA head, not causal).
-        lm_logits: ``(batch, T, vocab)`` next-token logits (a model with the caption head, causal).
+        lm_logits: ``(rows, T, vocab)`` next-token logits of the causal rows (a model with the caption head).
     """
 
     logits: Tensor
@@ -265,7 +265,7 @@ class GLIPModel(nn.Module):
         """Backbone + FPN: ``(batch, 3, H, W)`` → P3..P7, each ``(batch, C, H_l, W_l)``."""
         return self.backbone(pixel_values)
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor, causal: bool = False) -> TextFeatures:
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor, causal: bool | Tensor = False) -> TextFeatures:
         """Text encoder: ``(batch, tokens)`` ids and mask → :class:`TextFeatures`.
 
         On the fast path the encoder runs in fp32 even under autocast: its output is cached per prompt
@@ -287,7 +287,11 @@ class GLIPModel(nn.Module):
         return self._anchor_cache[key]
 
     def forward_features(
-        self, fpn_features: list[Tensor], text: TextFeatures, pixel_mask: Tensor | None = None, causal: bool = False
+        self,
+        fpn_features: list[Tensor],
+        text: TextFeatures,
+        pixel_mask: Tensor | None = None,
+        causal: bool | Tensor = False,
     ) -> GLIPOutput:
         """Tower + head on pre-computed image and text features (batch sizes must agree).
 
@@ -298,7 +302,9 @@ class GLIPModel(nn.Module):
                 config masks the text→image attention (off in the official models).
             causal: captioning: the text attends causally, the image side does not read the text,
                 and the caption head's next-token logits are computed (``text`` from
-                :meth:`encode_text` with ``causal=True``).
+                :meth:`encode_text` with the same ``causal``). A ``(batch,)`` bool tensor applies this
+                to some rows only (training batches that mix captions with other prompts); the
+                next-token logits are then those of the causal rows.
         """
         level_sizes = [(f.shape[-2], f.shape[-1]) for f in fpn_features]
         flat_mask = None
@@ -318,12 +324,14 @@ class GLIPModel(nn.Module):
             region_emb = F.normalize(self.contrastive_image(flatten_levels(fpn_features)[0]), dim=-1)
             token_emb = F.normalize(self.contrastive_text(emb), dim=-1)
         vqa_logits = lm_logits = None
-        if self.mlm_head is not None and not causal:
+        mixed = isinstance(causal, Tensor)
+        if self.mlm_head is not None and (mixed or not causal):
             mlm_logits = self.mlm_head(fused)
-        if self.vqa_head is not None and not causal:
+        if self.vqa_head is not None and (mixed or not causal):
             vqa_logits = self.vqa_head(fused, text.mask)
-        if self.caption_head is not None and causal:
-            lm_logits = self.caption_head(fused, self.decoder_weight())
+        if self.caption_head is not None and (mixed or causal):
+            rows = fused[causal.to(fused.device)] if mixed else fused
+            lm_logits = self.caption_head(rows, self.decoder_weight())
         return GLIPOutput(
             logits=logits,
             box_regression=box_regression,
@@ -355,7 +363,7 @@ class GLIPModel(nn.Module):
         attention_mask: Tensor,
         pixel_mask: Tensor | None = None,
         mask_boxes: list[Tensor] | None = None,
-        causal: bool = False,
+        causal: bool | Tensor = False,
     ) -> GLIPOutput:
         """Full model.
 

@@ -89,19 +89,19 @@ class TextEncoder(nn.Module):
         self.bert = BertModel(cfg, add_pooling_layer=False)
         self.hidden_size = hidden_size
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, causal: bool = False) -> Tensor:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, causal: bool | Tensor = False) -> Tensor:
         """Last hidden layer, padding positions included (not masked).
 
         Args:
             input_ids: ``(batch, tokens)`` int64.
             attention_mask: ``(batch, tokens)`` 1 for real tokens, 0 for padding.
             causal: unidirectional attention (each token sees only itself and earlier tokens), for
-                language modelling.
+                language modelling: all rows, none, or a ``(batch,)`` bool tensor.
 
         Returns:
             ``(batch, tokens, hidden_size)``.
         """
-        mask = attention_allowed(attention_mask, causal=True) if causal else attention_mask
+        mask = attention_mask if causal is False else attention_allowed(attention_mask, causal)
         out = self.bert(input_ids=input_ids, attention_mask=mask, return_dict=True)
         return out.last_hidden_state
 

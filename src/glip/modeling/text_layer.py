@@ -17,21 +17,26 @@ from torch import Tensor, nn
 from transformers.activations import ACT2FN
 
 
-def attention_allowed(attention_mask: Tensor, causal: bool = False) -> Tensor:
+def attention_allowed(attention_mask: Tensor, causal: bool | Tensor = False) -> Tensor:
     """Which keys each query may attend to, as a boolean mask for ``(B, heads, T_q, T_k)`` scores.
 
     Args:
         attention_mask: ``(batch, tokens)``, 1 for real tokens and 0 for padding.
-        causal: also hide every later token (a token sees itself and the tokens before it).
+        causal: also hide every later token (a token sees itself and the tokens before it): for every
+            row (True), none (False), or per row (a ``(batch,)`` bool tensor, for batches that mix
+            captions with other prompts).
 
     Returns:
         ``(batch, 1, 1, tokens)`` without ``causal``, ``(batch, 1, tokens, tokens)`` with it.
     """
     keys = (attention_mask > 0)[:, None, None, :]
-    if not causal:
+    if isinstance(causal, bool) and not causal:
         return keys
     t = attention_mask.shape[-1]
-    return keys & torch.ones(t, t, dtype=torch.bool, device=attention_mask.device).tril()[None, None]
+    lower = torch.ones(t, t, dtype=torch.bool, device=attention_mask.device).tril()[None, None]
+    if isinstance(causal, Tensor):
+        lower = lower | ~causal.to(attention_mask.device)[:, None, None, None]
+    return keys & lower
 
 
 class ClampedBertLayer(nn.Module):
@@ -87,13 +92,14 @@ class ClampedBertLayer(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, hidden: Tensor, attention_mask: Tensor, causal: bool = False) -> Tensor:
+    def forward(self, hidden: Tensor, attention_mask: Tensor, causal: bool | Tensor = False) -> Tensor:
         """Self-attention + feed-forward.
 
         Args:
             hidden: ``(batch, tokens, hidden_size)``.
             attention_mask: ``(batch, tokens)`` with 1 for real tokens and 0 for padding.
-            causal: each token attends only to itself and the tokens before it (captioning).
+            causal: each token attends only to itself and the tokens before it (captioning): all rows,
+                none, or a ``(batch,)`` bool tensor.
 
         Returns:
             ``(batch, tokens, hidden_size)``.
