@@ -125,7 +125,7 @@ def test_cider_d_clips_repeated_words_and_is_zero_for_one_image() -> None:
 
 
 def test_key_mismatch_is_an_error() -> None:
-    with pytest.raises(DataError, match="1 image\\(s\\) without a candidate"):
+    with pytest.raises(DataError, match=r"1 image\(s\) without a candidate"):
         bleu({1: ["a"], 2: ["b"]}, {1: "a"})
     with pytest.raises(DataError, match="no reference caption"):
         cider_d({1: []}, {1: "a"})
