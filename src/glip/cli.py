@@ -230,7 +230,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.output_dir:
         overrides.append(f"run.output_dir={args.output_dir}")
     config = TrainConfig.from_yaml(recipes.resolve(args.config), overrides)
-    metrics = train(config, resume=args.resume)
+    from glip.engine.metrics_log import console_logging
+
+    with console_logging():  # threads, ETA and validation lines above the progress bar
+        metrics = train(config, resume=args.resume)
     if metrics:
         print(json.dumps({"final_validation": metrics}, indent=2))
     print(f"model saved in {Path(config.run.output_dir) / 'model'}")
@@ -239,24 +242,100 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_odinw(args: argparse.Namespace) -> int:
     from glip.engine.config import TrainConfig
+    from glip.engine.metrics_log import console_logging
     from glip.engine.transfer import run_transfer
     from glip.evaluation.report import write_reports
 
-    if args.model is None:
-        raise GLIPError("no --model given: pass the model to evaluate or tune (a folder or an official .pth)")
     recipe = TrainConfig.from_yaml(recipes.resolve(args.recipe), list(args.set or [])) if args.recipe else None
     seeds = [int(s) for s in args.seeds.split(",")]
     datasets = [d.strip() for d in args.datasets.split(",")] if args.datasets else None
-    result = run_transfer(
-        args.root, args.model, args.mode, recipe, args.shots, seeds, _overrides(args), args.out_dir, datasets,
-        args.device, not args.quiet, args.dtype,
-    )  # fmt: skip
+    with console_logging():
+        result = run_transfer(
+            args.root, args.model, args.mode, recipe, args.shots, seeds, _overrides(args), args.out_dir, datasets,
+            args.device, not args.quiet, args.dtype,
+        )  # fmt: skip
     md, js = write_reports(
         args.out_dir, f"transfer_{args.mode}_{args.shots or 'all'}", result.markdown(), result.to_dict()
     )
     print(result.markdown())
     print(f"report: {md} and {js}")
     return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from glip.engine.finetune import FinetuneOptions, finetune
+    from glip.engine.metrics_log import console_logging
+
+    opts = FinetuneOptions(
+        train=args.train, val=args.val, images=args.images, val_images=args.val_images, model=args.model,
+        mode=args.mode, epochs=args.epochs, iters=args.iters, out=str(args.out), batch_size=args.batch_size,
+        lr=args.lr, val_fraction=args.val_fraction, shots=args.shots, seed=args.seed, device=args.device,
+        amp=args.amp, threads=args.threads, prompt_template=args.prompt_template,
+    )  # fmt: skip
+    with console_logging():
+        result = finetune(opts)
+    print(result.markdown())
+    print(f"report: {Path(result.out_dir) / 'report.md'}")
+    model = result.best_model or result.last_model
+    print(f"use it: glip predict IMAGE --model {model} --classes ...   |   glip eval --model {model} --dataset ...")
+    return 0
+
+
+def nonnegative_fraction(text: str) -> float:
+    """argparse type: a number in [0, 0.5]."""
+    value = probability(text)
+    if value > 0.5:
+        raise argparse.ArgumentTypeError(f"{text} is more than 0.5")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
+def _add_finetune_parser(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser(
+        "finetune", help="fine-tune a model on your labelled images (COCO, VOC or YOLO) in one command",
+        description="Fine-tune (default: the embedded model) on a labelled set, validate as it runs, keep the best "
+        "model and report. Recipes (glip train) give full control; this writes the one it ran to OUT/config.yaml.",
+    )  # fmt: skip
+    f.add_argument(
+        "train", help="training set: COCO .json, Roboflow/ODinW split folder, VOC folder, YOLO data.yaml or folder"
+    )
+    f.add_argument("--val", help="validation set, any of the same layouts (default: a YOLO data.yaml's val, else "
+                   "--val-fraction of the training images held back)")  # fmt: skip
+    f.add_argument("--images", help="images folder of the training set, where its layout does not say")
+    f.add_argument("--val-images", help="images folder of the validation set, where its layout does not say")
+    f.add_argument("--model", help="starting model folder or official .pth (default: the embedded model)")
+    f.add_argument(
+        "--mode", default="full", choices=["full", "prompt", "linear"],
+        help="full: everything but the text encoder; prompt: prompt tuning (official language_prompt_v2); "
+        "linear: linear probe (official linear_prob)",
+    )  # fmt: skip
+    length = f.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=positive_number, help="passes over the training images (CPU 10, GPU 30)")
+    length.add_argument("--iters", type=positive_int, help="optimiser steps (instead of --epochs)")
+    f.add_argument("--out", type=folder, default=Path("runs/finetune"), help="run folder (default runs/finetune)")
+    f.add_argument("--batch-size", type=positive_int, default=4, help="images per step (default 4)")
+    f.add_argument("--lr", type=positive_number, help="learning rate (full 1e-4, prompt 0.05, linear 1e-3)")
+    f.add_argument(
+        "--val-fraction", type=nonnegative_fraction, default=0.2,
+        help="without --val: share of the training images held back for validation (0: none; default 0.2)",
+    )  # fmt: skip
+    f.add_argument("--shots", type=positive_int, help="few-shot: keep this many images per class (ODinW rule)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the run and of the few-shot choice (default 0)")
+    f.add_argument("--prompt-template", help='e.g. "a photo of a {}": text around every class name')
+    f.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+    f.add_argument("--amp", choices=["bf16", "fp16", "none"], help="mixed precision (default: where it pays)")
+    f.add_argument("--threads", type=positive_int, default=0, help="CPU threads (default: the free cores)")
+    f.set_defaults(func=_cmd_finetune)
 
 
 def probability(text: str) -> float:
@@ -407,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--prompt-overrides", help="YAML of per-dataset prompt overrides, or a shipped name (shared_data)")
     _add_model_options(o)
     o.set_defaults(func=_cmd_odinw)
+
+    _add_finetune_parser(sub)
 
     c = sub.add_parser("convert", help="convert an official GLIP checkpoint into a glip model folder")
     c.add_argument("checkpoint", type=Path, help="official .pth file")

@@ -194,6 +194,10 @@ class LossConfig:
     # GLIPv2 mask loss (BCE of each positive box's phrase mask); used when the model has a mask head
     # and the batch carries masks.
     mask_weight: float = 1.0
+    # GLIPv2 VQA (BCE against soft answer scores) and captioning (teacher-forced cross-entropy) losses;
+    # used when the model has the head and the batch has VQA / caption samples.
+    vqa_weight: float = 1.0
+    caption_weight: float = 1.0
 
 
 @dataclass
@@ -357,6 +361,8 @@ class GLIPConfig:
             "contrastive_weight",
             "mlm_weight",
             "mask_weight",
+            "vqa_weight",
+            "caption_weight",
         ):
             _check(getattr(lo, name) >= 0, f"loss.{name}={getattr(lo, name)} must not be negative")
         act = t.hidden_act

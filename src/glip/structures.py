@@ -189,6 +189,11 @@ class GroundingTarget:
         kind: as :attr:`GroundingSample.kind`.
         image_size: ``(height, width)`` of the resized image.
         masks: ``(M, h, w)`` bool instance masks at the resized image size, or None (no masks in the source).
+        vqa_scores: ``(A,)`` soft answer scores in [0, 1] over the model's answer vocabulary (VQA
+            samples), or None.
+        causal: a caption sample: its text is read causally and trains the language model.
+        ground: the grounding losses apply to this sample (False for captions without linked boxes:
+            "no box" would wrongly teach that nothing in the image is named).
     """
 
     boxes_xyxy: Tensor
@@ -198,6 +203,9 @@ class GroundingTarget:
     kind: str = "detection"
     image_size: tuple[int, int] = (0, 0)
     masks: Tensor | None = None
+    vqa_scores: Tensor | None = None
+    causal: bool = False
+    ground: bool = True
 
     def to(self, device: torch.device | str) -> GroundingTarget:
         """Move the tensors to ``device``."""
@@ -205,6 +213,7 @@ class GroundingTarget:
             self.boxes_xyxy.to(device), self.positive_map.to(device), self.box_labels.to(device),
             self.token_labels.to(device), self.kind, self.image_size,
             None if self.masks is None else self.masks.to(device),
+            None if self.vqa_scores is None else self.vqa_scores.to(device), self.causal, self.ground,
         )  # fmt: skip
 
 
@@ -226,6 +235,11 @@ class TrainBatch:
     attention_mask: Tensor
     targets: list[GroundingTarget]
     mlm_labels: Tensor | None = None
+
+    @property
+    def causal(self) -> Tensor:
+        """``(B,)`` bool: the caption rows (read causally)."""
+        return torch.tensor([t.causal for t in self.targets], dtype=torch.bool, device=self.input_ids.device)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> TrainBatch:
         """Move every tensor to ``device``."""

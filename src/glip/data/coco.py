@@ -1,10 +1,12 @@
 """COCO-format detection datasets: loading with validation that names the file and the record.
 
-Two layouts are recognised by :func:`find_coco_splits`:
+Three layouts are recognised by :func:`find_coco_splits`:
 
 * ``<dataset>/annotations/<split>.json`` with ``file_name`` relative to ``<dataset>/images/``;
-* Roboflow / ODinW: ``<dataset>/<split>/_annotations.coco.json`` with ``file_name`` relative to
-  the split folder.
+* Roboflow: ``<dataset>/<split>/_annotations.coco.json`` with ``file_name`` relative to the split folder;
+* the ODinW download: ``<dataset>[/<version>]/<split>/annotations_without_background.json``.
+
+:func:`split_role` tells training splits (``train``, ``train2017`` ...) from validation and test ones.
 
 Problems that make a file unusable (invalid JSON, missing keys, duplicate ids, annotations of
 unknown images or categories, missing image files) raise :class:`~glip.errors.DataError` with the
@@ -20,6 +22,7 @@ image at a time), so loading costs nothing more for masks. Its structure is chec
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -275,8 +278,17 @@ class SplitFile:
     image_root: Path
 
 
+# Annotation files of a split folder, preferred first (ODinW download, Roboflow export).
+SPLIT_FOLDER_FILES = ("annotations_without_background.json", ROBOFLOW_NAME)
+
+
 def find_coco_splits(root: str | Path, splits: tuple[str, ...] | None = None) -> list[SplitFile]:
     """Every COCO-format split below ``root`` (one level of dataset folders), sorted by dataset then split.
+
+    Layouts: ``<dataset>/annotations/<split>.json``; Roboflow ``<dataset>/<split>/_annotations.coco.json``;
+    the ODinW download ``<dataset>[/<version>]/<split>/annotations_without_background.json`` (preferred
+    over a Roboflow file in the same folder, as the official configs do). A dataset with several
+    version folders gives one dataset per version, named ``<dataset>_<version>``.
 
     Args:
         root: a folder of datasets (e.g. ``shared/data`` or an ODinW download).
@@ -289,8 +301,41 @@ def find_coco_splits(root: str | Path, splits: tuple[str, ...] | None = None) ->
     for ds in sorted(p for p in root.iterdir() if p.is_dir()):
         for ann in sorted((ds / "annotations").glob("*.json")) if (ds / "annotations").is_dir() else []:
             found.append(SplitFile(ds.name, ann.stem, ann, default_image_root(ann)))
-        for ann in sorted(ds.glob(f"*/{ROBOFLOW_NAME}")):
-            found.append(SplitFile(ds.name, ann.parent.name, ann, ann.parent))
+        split_dirs = {ann.parent for name in SPLIT_FOLDER_FILES for ann in ds.glob(f"*/{name}")}
+        versions = sorted({ann.parent.parent for name in SPLIT_FOLDER_FILES for ann in ds.glob(f"*/*/{name}")})
+        for folder in sorted(split_dirs):
+            found.append(_split_folder(ds.name, folder))
+        for version in versions if not split_dirs else []:
+            name = ds.name if len(versions) == 1 else f"{ds.name}_{version.name}"
+            for folder in sorted({a.parent for n in SPLIT_FOLDER_FILES for a in version.glob(f"*/{n}")}):
+                found.append(_split_folder(name, folder))
     if splits is not None:
         found = [s for s in found if s.split in splits]
     return found
+
+
+def _split_folder(dataset: str, folder: Path) -> SplitFile:
+    ann = next(folder / n for n in SPLIT_FOLDER_FILES if (folder / n).is_file())
+    return SplitFile(dataset, folder.name, ann, folder)
+
+
+_SPLIT = re.compile(
+    r"^(?:instances[_-])?(train|training|trainval|val|valid|validation|minival|test|testing|test-dev)[_-]?(\d{2,4})?$"
+)
+SPLIT_ROLES = {
+    "train": "train", "training": "train", "trainval": "train",
+    "val": "val", "valid": "val", "validation": "val", "minival": "val",
+    "test": "test", "testing": "test", "test-dev": "test",
+}  # fmt: skip
+
+
+def split_role(split: str) -> str | None:
+    """``train``, ``val`` or ``test`` for a split name, None for anything else.
+
+    ``train``, ``train2017``, ``train_2017``, ``instances_train2017``, ``training``, ``trainval`` are
+    training splits; ``val``, ``valid``, ``validation``, ``minival``, ``val2017`` validation; ``test``,
+    ``test2017``, ``test-dev`` test. Few-shot subsets (``train_10_3``, ``fewshot_train_shot1_seed3``)
+    and other names are not recognised.
+    """
+    match = _SPLIT.match(split.strip().lower())
+    return SPLIT_ROLES[match.group(1)] if match else None

@@ -23,6 +23,8 @@ from glip.fileio import atomic_write_text
 from glip.validation import Fields, build_dataclass, closest, coerce, join_path, parse_yaml, read_yaml, show
 
 MODES = ("full", "prompt", "linear_probe", "mask")
+# How a detection source's classes become its training prompts (DataSpec.class_prompt).
+CLASS_PROMPTS = ("auto", "sampled", "fixed")
 KINDS = ("detection", "grounding", "image_text", "refexp")
 # Sources that can carry instance masks and whose images have integer COCO ids (held-out split).
 MASK_KINDS = ("detection", "refexp")
@@ -71,6 +73,10 @@ class SourceSpec:
             every kept annotation has a segmentation, false never, true required.
         holdout_every: detection and refexp sources: leave out the images whose id is a multiple of
             this (kept for evaluation: ``glip.data.coco.is_held_out``); 0 keeps every image.
+        caption_prompts: detection sources: ODinW ``CAPTION_PROMPT`` entries, one ``{prefix, name,
+            suffix}`` mapping per category in id order (a template ``"a photo of a {}"`` gives one
+            per class); the prompt then reads ``prefix + name + suffix``. Needs fixed class prompts
+            (``data.class_prompt: fixed``, or ``auto`` in a prompt-tuning run).
     """
 
     name: str
@@ -85,6 +91,7 @@ class SourceSpec:
     instances: str | None = None
     masks: bool | None = None
     holdout_every: int = 0
+    caption_prompts: list[dict[str, str]] | None = None
 
 
 @dataclass
@@ -104,6 +111,11 @@ class DataSpec:
     # Also sample negatives from the other detection sources' class names (not official: without it a
     # one-class dataset never sees a negative and its class swallows every other name).
     cross_dataset_negatives: bool = False
+    # Training prompts of detection sources: "sampled" (pretraining: the image's classes plus sampled
+    # negatives, shuffled anew for every image), "fixed" (every class in id order, the evaluation
+    # prompt: official ODinW fine-tuning with DISABLE_SHUFFLE) or "auto" (fixed in a prompt-tuning
+    # run, whose per-position offset can only learn a class when the class keeps its position).
+    class_prompt: str = "auto"
 
 
 @dataclass
@@ -129,6 +141,11 @@ class OptimSpec:
     # Cosine schedule floor, as a fraction of lr.
     min_lr_factor: float = 0.01
     clip_grad_norm: float | None = 1.0
+    # The prompt-tuning offset (run.mode prompt, official language_prompt_v2): its own learning rate
+    # and weight decay, the official ODinW prompt-tuning values (SOLVER.BASE_LR 0.05,
+    # SOLVER.WEIGHT_DECAY 0.25); lr and weight_decay above apply to every other parameter.
+    prompt_lr: float = 0.05
+    prompt_weight_decay: float = 0.25
 
 
 @dataclass
@@ -150,6 +167,7 @@ class RunSpec:
     gradient_checkpointing: bool = False
     log_every: int = 20
     eval_every: int = 500
+    # Every this many steps a training checkpoint (and one at the end); 0 writes none at all.
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     device: str = "auto"
@@ -159,6 +177,11 @@ class RunSpec:
     # "body"; only for parts that stayed frozen) and the storage precision ("float32" / "float16").
     export_exclude: list[str] = field(default_factory=list)
     export_dtype: str = "float32"
+    # CPU threads of the training process; 0 picks a count that does not thrash (the free cores, at
+    # least 1: glip.engine.threads). An OMP_NUM_THREADS set by the user is kept.
+    threads: int = 0
+    # Keep the model of the best validation mean AP as <output_dir>/best_model (needs data.val).
+    keep_best: bool = False
 
 
 @dataclass
@@ -184,6 +207,7 @@ class TrainConfig:
         for key, value in m.overrides.items():
             check_model_override(key, value, "model.overrides")
         _choice("run.mode", r.mode, MODES)
+        _choice("data.class_prompt", d.class_prompt, CLASS_PROMPTS)
         _choice("run.amp", r.amp, ("bf16", "fp16", "none"))
         _choice("optim.schedule", o.schedule, ("step", "cosine"))
         _choice("run.export_dtype", r.export_dtype, ("float32", "float16", "bfloat16"))
@@ -192,7 +216,7 @@ class TrainConfig:
         _check(bool(r.output_dir.strip()), "run.output_dir", "must not be empty", r.output_dir)
         for name in ("max_iters", "log_every"):
             _at_least(f"run.{name}", getattr(r, name), 1)
-        for name in ("freeze_body_stages", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        for name in ("freeze_body_stages", "eval_every", "checkpoint_every", "keep_checkpoints", "threads"):
             _at_least(f"run.{name}", getattr(r, name), 0)
         if r.ema_decay is not None:
             _check(0.0 < r.ema_decay < 1.0, "run.ema_decay", "must be in (0, 1) or null", r.ema_decay)
@@ -205,7 +229,15 @@ class TrainConfig:
             _at_least(f"data.min_sizes[{i}]", size, 1)
         _check(0.0 <= d.flip_prob <= 1.0, "data.flip_prob", "must be in [0, 1]", d.flip_prob)
         _check(o.lr > 0, "optim.lr", "must be positive", o.lr)
-        for name in ("text_lr", "body_lr_factor", "weight_decay", "bias_lr_factor", "bias_weight_decay"):
+        _check(o.prompt_lr > 0, "optim.prompt_lr", "must be positive", o.prompt_lr)
+        for name in (
+            "text_lr",
+            "body_lr_factor",
+            "weight_decay",
+            "bias_lr_factor",
+            "bias_weight_decay",
+            "prompt_weight_decay",
+        ):
             _check(getattr(o, name) >= 0, f"optim.{name}", "must not be negative", getattr(o, name))
         for i, beta in enumerate(o.betas):
             _check(0.0 <= beta < 1.0, f"optim.betas[{i}]", "must be in [0, 1)", beta)
@@ -225,6 +257,11 @@ class TrainConfig:
         for section, sources in (("train", d.train), ("val", d.val)):
             for i, s in enumerate(sources):
                 _check_source(s, f"data.{section}[{i}]")
+                if section == "train" and s.caption_prompts is not None and class_prompt(self) != "fixed":
+                    raise ConfigError(
+                        f"data.train[{i}].caption_prompts: caption prompts need a fixed class order: "
+                        "set data.class_prompt: fixed"
+                    )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/JSON ready)."""
@@ -263,6 +300,14 @@ class TrainConfig:
         for item in overrides or []:
             apply_override(data, item)
         return cls.from_dict(data, str(path))
+
+
+def class_prompt(config: TrainConfig) -> str:
+    """The training prompt style of detection sources: ``data.class_prompt``, ``auto`` resolved
+    (``fixed`` in a prompt-tuning run, ``sampled`` otherwise)."""
+    if config.data.class_prompt != "auto":
+        return config.data.class_prompt
+    return "fixed" if config.run.mode == "prompt" else "sampled"
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -368,6 +413,13 @@ def _check_source(s: SourceSpec, where: str) -> None:
     elif s.instances is not None:
         raise ConfigError(f"{where}.instances: only refexp sources read an instances file (this one is {s.kind})")
     _at_least(f"{where}.holdout_every", s.holdout_every, 0)
+    if s.caption_prompts is not None:
+        _check(s.kind == "detection", f"{where}.caption_prompts", "applies to detection sources only", s.kind)
+        for i, entry in enumerate(s.caption_prompts):
+            unknown = sorted(set(entry) - {"prefix", "name", "suffix"})
+            _check(not unknown, f"{where}.caption_prompts[{i}]", "keys are prefix, name and suffix", unknown)
+            _check(bool(str(entry.get("name", "")).strip()), f"{where}.caption_prompts[{i}].name",
+                   "must name the class", entry.get("name"))  # fmt: skip
     if s.kind not in MASK_KINDS:
         _check(
             not s.holdout_every,

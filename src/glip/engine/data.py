@@ -40,8 +40,9 @@ from glip.data import (
     TrainTransform,
     WeightedMixSampler,
 )
+from glip.data.od_to_grounding import build_class_prompt
 from glip.engine.checkpoint import derive_seed, forked_rng
-from glip.engine.config import SourceSpec, TrainConfig
+from glip.engine.config import SourceSpec, TrainConfig, class_prompt
 from glip.engine.distributed import DistInfo
 from glip.errors import ConfigError
 from glip.text import load_tokenizer
@@ -175,8 +176,12 @@ class TrainData:
             iterator._shutdown_workers()
         self.loader._iterator = None
 
-    def evaluate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
-        """COCO AP / AP50 of every detection validation source."""
+    def evaluate(self, model: torch.nn.Module, device: torch.device, progress: bool = False) -> dict[str, float]:
+        """COCO AP / AP50 of every detection validation source (``progress``: a bar per source).
+
+        The prompt is the evaluation prompt of the source: its class names in id order with its
+        ``prompt_overrides`` and ``caption_prompts``.
+        """
         from glip.evaluation.detection import evaluate_coco_dataset
         from glip.evaluation.prompts import dataset_prompt
         from glip.predictor import GLIPPredictor
@@ -190,10 +195,13 @@ class TrainData:
                 logger.warning("validation source %s: only detection sources are scored during training", spec.name)
                 continue
             dataset = CocoDataset.load(spec.annotations, spec.images)
-            prompt = dataset_prompt(
-                dataset.category_names, {"categories": spec.prompt_overrides} if spec.prompt_overrides else None
+            override: dict[str, Any] = {"categories": spec.prompt_overrides} if spec.prompt_overrides else {}
+            if spec.caption_prompts is not None:
+                override["caption_prompt"] = spec.caption_prompts
+            prompt = dataset_prompt(dataset.category_names, override or None)
+            _, metrics = evaluate_coco_dataset(
+                predictor, dataset, prompt, batch_size=1, progress=progress, name=spec.name
             )
-            _, metrics = evaluate_coco_dataset(predictor, dataset, prompt, batch_size=1, progress=False)
             out[f"{spec.name}/AP"] = metrics.stats["AP"]
             out[f"{spec.name}/AP50"] = metrics.stats["AP50"]
         aps = [v for k, v in out.items() if k.endswith("/AP") and v >= 0]
@@ -223,12 +231,21 @@ def build_source(
     seed = config.run.seed + 7919 * position
     if spec.kind == "detection":
         coco = CocoDataset.load(spec.annotations, spec.images)
-        return DetectionGroundingDataset(
-            coco, tokenizer, transform, options=OdPromptOptions(random_sample_negative=d.max_negatives),
-            prompt_overrides=spec.prompt_overrides or None, seed=seed, label_offset=LABEL_SPACE_STRIDE * position,
+        fixed = class_prompt(config) == "fixed"
+        options = (
+            OdPromptOptions(mode="all_classes", shuffle=False)
+            if fixed
+            else OdPromptOptions(random_sample_negative=d.max_negatives)
+        )
+        dataset = DetectionGroundingDataset(
+            coco, tokenizer, transform, options=options, prompt_overrides=spec.prompt_overrides or None,
+            caption_prompts=spec.caption_prompts, seed=seed, label_offset=LABEL_SPACE_STRIDE * position,
             few_shot=spec.few_shot or 0, few_shot_seed=spec.few_shot_seed if spec.few_shot else None,
-            extra_negatives=extra_negatives, masks=spec.masks, holdout_every=spec.holdout_every,
+            extra_negatives=() if fixed else extra_negatives, masks=spec.masks, holdout_every=spec.holdout_every,
         )  # fmt: skip
+        if fixed:
+            check_fixed_prompt(dataset, spec.name, tokenizer, model_config.text.max_query_len)
+        return dataset
     if spec.kind == "refexp":
         assert spec.instances is not None  # checked by TrainConfig.validate
         instances = CocoDataset.load(spec.instances, spec.images)
@@ -238,6 +255,24 @@ def build_source(
     if spec.kind == "grounding":
         return MdetrGroundingDataset(spec.annotations, spec.images, transform, seed=seed)
     return ImageTextDataset(spec.annotations, spec.images, transform, seed=seed, score_threshold=spec.min_score)
+
+
+def check_fixed_prompt(dataset: DetectionGroundingDataset, name: str, tokenizer: Any, max_query_len: int) -> None:
+    """A fixed class prompt must fit the text encoder whole (it is not chunked during training).
+
+    Raises:
+        ConfigError: naming the source, its token count and what to do.
+    """
+    vocab = dataset.vocab
+    prompt = build_class_prompt(list(vocab.category_ids), vocab)
+    tokens = len(tokenizer(prompt.text)["input_ids"])
+    if tokens > max_query_len:
+        raise ConfigError(
+            f"data.train source {name!r}: the prompt of all {len(vocab)} classes has {tokens} tokens, more than the "
+            f"{max_query_len} the model reads: fixed class prompts need one prompt; shorten the class names or use "
+            "data.class_prompt: sampled (not with prompt tuning)"
+        )
+    logger.info("%s: fixed class prompt of %d tokens: %r", name, tokens, prompt.text[:120])
 
 
 def _prompt_words(spec: SourceSpec) -> list[str]:

@@ -14,6 +14,9 @@ import json
 import logging
 import math
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +141,37 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
                 raise
             logger.warning("%s: the last line is incomplete (an interrupted write) and is skipped", path)
     return records
+
+
+class _TqdmHandler(logging.Handler):
+    """Writes records above the progress bars (``tqdm.write``), so bars and lines do not mix."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # a broken stderr must not stop training
+            self.handleError(record)
+
+
+@contextmanager
+def console_logging(name: str = "glip.engine", level: int = logging.INFO) -> Iterator[None]:
+    """Show the trainer's log lines (threads, ETA, validation results) on the console during a run.
+
+    Attaches a handler that prints above the progress bars to the ``name`` logger for the duration
+    of the block (the command line's own logging shows warnings only).
+    """
+    target = logging.getLogger(name)
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    old_level, old_propagate = target.level, target.propagate
+    target.addHandler(handler)
+    target.setLevel(min(level, target.getEffectiveLevel()))
+    target.propagate = False  # the root handler would print the same records again
+    try:
+        yield
+    finally:
+        target.removeHandler(handler)
+        target.setLevel(old_level)
+        target.propagate = old_propagate

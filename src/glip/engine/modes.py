@@ -2,7 +2,11 @@
 
 * ``full`` – everything trains (parts named in ``run.freeze`` excepted);
 * ``prompt`` – official ``language_prompt_v2``: the model gets a zero-initialised per-position
-  offset added to the text features before fusion, and *only* that offset trains;
+  offset added to the text features before fusion, and *only* that offset trains (every other
+  part in eval mode, as the official frozen RPN). The offset is per token *position*, so it can
+  learn a class only if the class keeps its position: prompt runs train on the fixed evaluation
+  prompt (``data.class_prompt: auto``) with the offset's own lr / weight decay (``optim.prompt_lr``
+  0.05, ``optim.prompt_weight_decay`` 0.25, the official ODinW prompt-tuning values);
 * ``linear_probe`` – official ``linear_prob``: only the output layers train (box regression,
   centerness, the text projection of the dot product, ``log_scale``, ``bias_lang``, ``bias0``);
 * ``mask`` – GLIPv2's second stage (mask pre-training on a trained grounding model): only the
@@ -120,6 +124,10 @@ def apply_mode(model: GLIPModel, mode: str, freeze: Iterable[str] = (), freeze_b
     if mode == "mask":
         # every part but the mask head, in eval mode too (the model's direct children)
         frozen_prefixes = [f"{name}." for name, _ in model.named_children() if f"{name}." != MASK_HEAD]
+    elif mode == "prompt":
+        # official language_prompt_v2 freezes the RPN (VL tower + head) and keeps it in eval mode:
+        # no dropout in the fusion layers while only the offset learns
+        frozen_prefixes = [f"{name}." for name, _ in model.named_children()]
     elif mode != "full":
         frozen_prefixes = [v for k, v in PARTS.items() if k in ("body", "fpn", "text")]
     if freeze_body_stages > 0:

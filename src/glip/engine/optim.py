@@ -7,7 +7,13 @@ Parameter groups (official ``make_optimizer``), decided by name for every traina
   ``lr * body_lr_factor``;
 * any name containing ``bias`` (biases, and also ``head.bias_lang`` / ``head.bias0`` exactly as
   officially) gets its learning rate multiplied by ``bias_lr_factor`` (2) and weight decay
-  ``bias_weight_decay`` (0).
+  ``bias_weight_decay`` (0);
+* the prompt-tuning offset (``prompt_offset``, official ``tunable_linear``) uses ``prompt_lr`` and
+  ``prompt_weight_decay`` (the official ODinW prompt-tuning values 0.05 and 0.25), so a prompt run
+  gets them from its mode, whatever ``lr`` the recipe gives the rest.
+
+Every group carries a ``name`` (``main``, ``main.bias``, ``body``, ``text``, ``prompt`` ... joined
+with ``+`` when parts share a learning rate), which the trainer's log uses (``lr/<name>``).
 
 Schedule (official ``WarmupMultiStepLR`` / cosine): linear warmup from ``warmup_factor`` over
 ``warmup_iters``, then ×``gamma`` at each step fraction of ``max_iters`` (or cosine decay to
@@ -25,24 +31,68 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from glip.engine.config import OptimSpec
 
+PROMPT_OFFSET = "prompt_offset"
+MAIN_GROUP = "main"
+"""Name of the group of the parameters at ``lr`` (tower, head, FPN ...): the learning rate the log shows."""
+
+
+def _part(name: str) -> str:
+    if name == PROMPT_OFFSET:
+        return "prompt"
+    if name.startswith("text_encoder."):
+        return "text"
+    if name.startswith("backbone.body."):
+        return "body"
+    return MAIN_GROUP
+
 
 def parameter_groups(model: nn.Module, spec: OptimSpec) -> list[dict]:
-    """One group per distinct (lr, weight decay) of the trainable parameters, with their names."""
+    """One group per distinct (lr, weight decay) of the trainable parameters, with their names.
+
+    Each group has ``params``, ``names`` (parameter names), ``lr``, ``weight_decay`` and ``name``
+    (the parts it holds, see the module docstring).
+    """
     groups: dict[tuple[float, float], dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        lr = spec.text_lr if name.startswith("text_encoder.") else spec.lr
-        if name.startswith("backbone.body."):
-            lr *= spec.body_lr_factor
-        wd = spec.weight_decay
-        if "bias" in name:
-            lr *= spec.bias_lr_factor
-            wd = spec.bias_weight_decay
-        group = groups.setdefault((lr, wd), {"params": [], "names": [], "lr": lr, "weight_decay": wd})
+        part = _part(name)
+        if part == "prompt":
+            lr, wd = spec.prompt_lr, spec.prompt_weight_decay
+        else:
+            lr = spec.text_lr if part == "text" else spec.lr
+            if part == "body":
+                lr *= spec.body_lr_factor
+            wd = spec.weight_decay
+            if "bias" in name:
+                lr *= spec.bias_lr_factor
+                wd = spec.bias_weight_decay
+                part += ".bias"
+        group = groups.setdefault((lr, wd), {"params": [], "names": [], "lr": lr, "weight_decay": wd, "parts": []})
         group["params"].append(p)
         group["names"].append(name)
-    return list(groups.values())
+        if part not in group["parts"]:
+            group["parts"].append(part)
+    out = list(groups.values())
+    for group in out:
+        group["name"] = "+".join(group.pop("parts"))
+    return out
+
+
+def main_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The current learning rate of the ``main`` group (tower, head ...), else of the first group
+    that has one of the ``main`` parts, else of the first group."""
+    groups = optimizer.param_groups
+    for wanted in (lambda n: n == MAIN_GROUP, lambda n: MAIN_GROUP in n.split("+")):
+        for g in groups:
+            if wanted(str(g.get("name", ""))):
+                return float(g["lr"])
+    return float(groups[0]["lr"])
+
+
+def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """``{"lr/<group name>": current lr}`` of every group (``lr/group<i>`` for unnamed groups)."""
+    return {f"lr/{g.get('name', f'group{i}')}": float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}
 
 
 def build_optimizer(model: nn.Module, spec: OptimSpec) -> torch.optim.AdamW:

@@ -9,8 +9,12 @@ Contract (the bar is ``detectron2``'s ``train_loop``):
 * ``Trainer.train()`` runs until ``run.max_iters`` optimiser steps. Every step: forward under
   autocast, losses in fp32, backward (scaled for fp16), gradient clipping over all parameters,
   optimiser and scheduler step, EMA update. Every ``log_every`` steps a JSONL record (and
-  TensorBoard scalars); every ``eval_every`` COCO AP on the validation sources; every
-  ``checkpoint_every`` an atomic checkpoint. At the end the (EMA) model is saved as a model folder.
+  TensorBoard scalars: the losses, ``lr`` (the tower / head group) and ``lr/<group>`` of every
+  parameter group); every ``eval_every`` COCO AP on the validation sources (with a progress bar and
+  one log line per evaluation; with ``run.keep_best`` the best mean AP's model is kept as
+  ``best_model``); every ``checkpoint_every`` an atomic checkpoint, and one at the end
+  (``checkpoint_every: 0`` writes none). At the end the (EMA) model is saved as a model folder.
+* On a CPU the first log line says how many threads train (:mod:`glip.engine.threads`).
 * Only rank 0 writes files and evaluates; the others wait. A failure there (a full or read-only
   disk raises :class:`~glip.errors.OutputError` naming the file) ends every rank.
 
@@ -59,7 +63,8 @@ from glip.engine.distributed import all_reduce_mean, barrier, init_distributed, 
 from glip.engine.ema import ModelEMA
 from glip.engine.metrics_log import MetricLogger
 from glip.engine.modes import apply_mode, build_model, set_train_mode
-from glip.engine.optim import build_optimizer, build_scheduler
+from glip.engine.optim import build_optimizer, build_scheduler, group_lrs, main_lr
+from glip.engine.threads import configure_threads
 from glip.errors import ConfigError
 from glip.fileio import atomic_write_text, disk_errors
 from glip.modeling.criterion import GLIPCriterion
@@ -67,6 +72,11 @@ from glip.modeling.glip import GLIPModel
 from glip.structures import TrainBatch
 
 logger = logging.getLogger(__name__)
+
+BEST_MODEL = "best_model"
+"""Folder (in ``run.output_dir``) of the best validation model, with ``run.keep_best``."""
+ETA_AFTER_STEPS = 5
+"""The time per step and the time left are logged once, after this many steps."""
 
 
 class Trainer:
@@ -77,6 +87,7 @@ class Trainer:
         self.dist = init_distributed(config.run.device)
         self.device = self.dist.device
         run = config.run
+        logger.info(configure_threads(run.threads, self.device))
         self.out = Path(run.output_dir)
         seed_everything(run.seed)
         self.model: GLIPModel = build_model(config.model, run.mode).to(self.device)
@@ -89,6 +100,8 @@ class Trainer:
         self.ema = ModelEMA(self.model, run.ema_decay) if run.ema_decay else None
         self.data: TrainData = build_train_data(config, self.model.config, self.dist)
         self.step = 0
+        # best validation mean AP so far and its step (run.keep_best); in the checkpoint
+        self.best: dict[str, Any] = {}
         if resume:
             self._resume()
         self.ddp = (
@@ -120,6 +133,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema else None,
             "data": self.data.state_dict(self.step),
             "config": json.dumps(self.config.to_dict()),
+            "best": json.dumps(self.best),
         }
 
     def _resume(self) -> None:
@@ -136,6 +150,7 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.data.load_state_dict(state["data"])
         set_rng_state(state["rng"])
+        self.best = json.loads(state["best"]) if isinstance(state.get("best"), str) else {}
         self.step = int(state["step"])
         logger.info("resumed from %s at step %d", path, self.step)
 
@@ -162,10 +177,17 @@ class Trainer:
         # the mask head runs on every batch (images without masks add no loss), so that DDP sees the
         # same parameters used at every step
         mask_boxes = [t.boxes_xyxy for t in batch.targets] if self.criterion.mask else None
+        # a model with a caption head reads its caption rows causally (every step, so that DDP sees
+        # the head used); others take the plain bidirectional path
+        causal = batch.causal if self.model.caption_head is not None else False
         with self._autocast():
-            out = net(batch.pixel_values, batch.input_ids, batch.attention_mask, batch.pixel_mask, mask_boxes)
+            out = net(
+                batch.pixel_values, batch.input_ids, batch.attention_mask, batch.pixel_mask, mask_boxes, causal
+            )
         out = _to_float(out)
-        losses = self.criterion(out, batch.targets, batch.attention_mask, batch.mlm_labels, generator=generator)
+        losses = self.criterion(
+            out, batch.targets, batch.attention_mask, batch.mlm_labels, generator=generator, input_ids=batch.input_ids
+        )
         total = sum(v for k, v in losses.items() if k.startswith("loss_"))
         if not torch.isfinite(total):
             raise FloatingPointError(
@@ -216,7 +238,7 @@ class Trainer:
             bar.close()
             batches.close()  # stops the loader's workers now, not at interpreter exit
         last_eval = self.evaluate()
-        if not (run.checkpoint_every and self.step % run.checkpoint_every == 0):  # else written in the loop
+        if run.checkpoint_every and self.step % run.checkpoint_every != 0:  # else written in the loop (or never)
             self.checkpoint()
         on_main(lambda: self._finish(last_eval), self.dist)
         return last_eval
@@ -224,34 +246,53 @@ class Trainer:
     def _loop(self, batches: Iterator[TrainBatch], bar: tqdm) -> None:
         run = self.config.run
         window_t, window_imgs = time.perf_counter(), 0
+        start_t, start_step = time.perf_counter(), self.step
+        timing_step = min(run.max_iters, start_step + ETA_AFTER_STEPS)
         while self.step < run.max_iters:
             batch = next(batches)
             values = self.train_step(batch)
             self.step += 1
             window_imgs += batch.pixel_values.shape[0] * self.dist.world_size
             bar.update(1)
+            if self.step == timing_step:
+                self._log_eta((time.perf_counter() - start_t) / (self.step - start_step))
             if self.step % run.log_every == 0 or self.step == run.max_iters:
                 values = all_reduce_mean(values, self.device)
                 elapsed = time.perf_counter() - window_t
                 rate = window_imgs / elapsed if elapsed > 0 else math.nan
-                record = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], "img_per_s": rate, **values}
+                lr = main_lr(self.optimizer)
+                record = {"step": self.step, "lr": lr, **group_lrs(self.optimizer), "img_per_s": rate, **values}
                 if self.device.type == "cuda":
                     record["max_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
                 on_main(lambda record=record: self.log.write(record), self.dist)
-                bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{rate:.1f}")
+                bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
                 window_t, window_imgs = time.perf_counter(), 0
             if run.eval_every and self.step % run.eval_every == 0 and self.step < run.max_iters:
                 self.evaluate()
+                bar.unpause()  # the ETA counts training time only
                 window_t, window_imgs = time.perf_counter(), 0  # throughput counts training time only
             if run.checkpoint_every and self.step % run.checkpoint_every == 0:
                 self.checkpoint()
+                bar.unpause()
                 window_t, window_imgs = time.perf_counter(), 0
+
+    def _log_eta(self, seconds_per_step: float) -> None:
+        """One line after the first steps: the measured time per step and the time left."""
+        run = self.config.run
+        left = (run.max_iters - self.step) * seconds_per_step
+        evals = (run.max_iters - self.step) // run.eval_every if run.eval_every and self.data.val else 0
+        logger.info(
+            "%.2f s per step over the first %d: about %s for the %d steps left%s",
+            seconds_per_step, self.step, format_duration(left), run.max_iters - self.step,
+            f" plus {evals} validation(s)" if evals else "",
+        )  # fmt: skip
 
     def _finish(self, last_eval: dict[str, Any]) -> None:
         """Rank 0: export the model, then ``final_metrics.json`` (written last: the run is complete)."""
         self.export(self.out / "model")
         self.log.close()
-        atomic_write_text(self.out / "final_metrics.json", json.dumps(last_eval, indent=2) + "\n")
+        final = {**last_eval, **({"best": self.best} if self.best else {})}
+        atomic_write_text(self.out / "final_metrics.json", json.dumps(final, indent=2) + "\n")
 
     def checkpoint(self) -> None:
         """Write a training checkpoint (rank 0); every rank waits for it and fails with it."""
@@ -263,12 +304,27 @@ class Trainer:
         return self.ema.module if self.ema else self.model
 
     def evaluate(self) -> dict[str, Any]:
-        """COCO AP of every validation source (rank 0); logged and returned."""
+        """COCO AP of every validation source (rank 0); logged and returned.
+
+        With ``run.keep_best``, a mean AP above the best so far exports the model to
+        ``<output_dir>/best_model`` and becomes the new best (``self.best``, kept in checkpoints).
+        """
 
         def run() -> dict[str, Any]:
-            results = self.data.evaluate(self.eval_model(), self.device)
+            logger.info("step %d: validating on %s", self.step, ", ".join(s.name for s in self.data.val))
+            t0 = time.perf_counter()
+            results = self.data.evaluate(self.eval_model(), self.device, progress=self.dist.is_main)
             self.log.write({"step": self.step, **{f"val/{k}": v for k, v in results.items()}})
-            logger.info("step %d validation: %s", self.step, results)
+            mean = results.get("mean_AP")
+            improved = mean is not None and mean > self.best.get("mean_AP", -1.0)
+            if improved and self.config.run.keep_best:
+                self.export(self.out / BEST_MODEL)
+            if improved:
+                self.best = {"mean_AP": mean, "step": self.step}
+            logger.info(
+                "step %d validation (%.0f s): %s%s", self.step, time.perf_counter() - t0, describe_results(results),
+                f"; best mean AP {100 * self.best['mean_AP']:.1f} at step {self.best['step']}" if self.best else "",
+            )  # fmt: skip
             return results
 
         if not self.data.val:
@@ -309,6 +365,27 @@ class Trainer:
                 os.replace(folder, old)
             os.replace(partial, folder)
             shutil.rmtree(old, ignore_errors=True)
+
+
+def describe_results(results: dict[str, Any]) -> str:
+    """``raccoon AP 45.1 (AP50 80.2); mean AP 45.1`` from :meth:`TrainData.evaluate` results."""
+    parts = [
+        f"{k[: -len('/AP')]} AP {100 * v:.1f} (AP50 {100 * results.get(k + '50', math.nan):.1f})"
+        for k, v in results.items()
+        if k.endswith("/AP")
+    ]
+    if "mean_AP" in results and len(parts) > 1:
+        parts.append(f"mean AP {100 * results['mean_AP']:.1f}")
+    return "; ".join(parts) or "no detection source to score"
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``7.5 min`` or ``2.3 h``."""
+    if not math.isfinite(seconds):
+        return "unknown time"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def _to_float(out: Any) -> Any:

@@ -1,12 +1,18 @@
 """ODinW-style transfer: zero-shot, or fine-tune per dataset (full / prompt / linear probe, few-shot) then test.
 
 For every dataset of a folder (see :func:`glip.data.coco.find_coco_splits`) that has a training split
-and a test (or valid / val) split:
+(``train``, ``train2017``, ``training`` ...; :func:`glip.data.coco.split_role`) and a test split (or
+else a validation split: ``valid``, ``val``, ``val2017`` ...):
 
 * ``zero-shot`` – evaluate the model as it is;
 * ``full``, ``prompt``, ``linear_probe`` – for each seed, fine-tune a copy of the model on the training
   split (all images, or ``shots`` images per category chosen by the official greedy few-shot rule with
   that seed) with the base recipe, then evaluate the tuned model on the test split.
+
+The tuned model trains on the evaluation prompt (the class names in id order, with the dataset's
+prompt override: renames, caption prompts or template), as the official ODinW fine-tuning does;
+prompt tuning depends on it (see :mod:`glip.engine.modes`). The starting model defaults to the
+package's embedded model.
 
 The result is one row per dataset (AP per seed and their mean) and the average over datasets, as
 the ODinW tables report it.
@@ -22,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glip.data.coco import CocoDataset, SplitFile, find_coco_splits
-from glip.engine.config import SourceSpec, TrainConfig
+from glip.data.coco import CocoDataset, SplitFile, find_coco_splits, split_role
+from glip.engine.config import EMBEDDED_INIT, SourceSpec, TrainConfig
+from glip.engine.modes import resolve_init
 from glip.engine.trainer import Trainer
 from glip.errors import ConfigError, DataError
 from glip.evaluation.detection import evaluate_coco_dataset
@@ -33,6 +40,7 @@ from glip.predictor import GLIPPredictor
 logger = logging.getLogger(__name__)
 
 MODES = ("zero-shot", "full", "prompt", "linear_probe")
+# Preferred names first; any other name split_role recognises comes after them (sorted).
 TRAIN_SPLITS = ("train", "train2017")
 TEST_SPLITS = ("test", "valid", "val", "minival")
 
@@ -89,20 +97,35 @@ def _pairs(root: str | Path, datasets: Sequence[str] | None) -> list[tuple[Split
     for name, splits in sorted(by_name.items()):
         if datasets is not None and name not in datasets:
             continue
-        test = next((splits[s] for s in TEST_SPLITS if s in splits), None)
-        train = next((splits[s] for s in TRAIN_SPLITS if s in splits), None)
+        test = _pick(splits, TEST_SPLITS, ("test", "val"))
+        train = _pick(splits, TRAIN_SPLITS, ("train",))
         if test is None:
-            logger.warning("%s has no test/valid/val split: skipped", name)
+            logger.warning("%s has no test or validation split (found %s): skipped", name, sorted(splits))
             continue
         pairs.append((train, test))
     if not pairs:
-        raise DataError(f"no dataset under {root} has a test, valid or val split")
+        raise DataError(
+            f"no dataset under {root} has a test or validation split (test, valid, val, val2017 ...); "
+            "see glip.data.coco.find_coco_splits for the layouts"
+        )
     return pairs
+
+
+def _pick(splits: Mapping[str, SplitFile], preferred: Sequence[str], roles: Sequence[str]) -> SplitFile | None:
+    """The first of ``preferred`` present, else the first split (by name) of the first role that has one."""
+    for name in preferred:
+        if name in splits:
+            return splits[name]
+    for role in roles:
+        names = sorted(n for n in splits if split_role(n) == role)
+        if names:
+            return splits[names[0]]
+    return None
 
 
 def run_transfer(
     root: str | Path,
-    model: str | Path,
+    model: str | Path | None = None,
     mode: str = "zero-shot",
     recipe: TrainConfig | None = None,
     shots: int | None = None,
@@ -118,7 +141,8 @@ def run_transfer(
 
     Args:
         root: folder of datasets.
-        model: the starting model (a model folder or an official ``.pth``).
+        model: the starting model (a model folder or an official ``.pth``); None or ``embedded``:
+            the package's embedded default model.
         mode: one of :data:`MODES`.
         recipe: the base training recipe for the tuning modes (its data sections are replaced).
         shots: images per category for few-shot tuning; None uses every training image.
@@ -138,6 +162,7 @@ def run_transfer(
     if mode != "zero-shot" and recipe is None:
         raise ConfigError(f"mode {mode!r} trains: give a base recipe (e.g. configs/odinw_transfer.yaml)")
     overrides = overrides or {}
+    model = EMBEDDED_INIT if model is None else model
     rows = []
     for train, test in _pairs(root, datasets):
         name = test.dataset
@@ -145,7 +170,7 @@ def run_transfer(
         aps: dict[int, float] = {}
         sizes: dict[int, int] = {}
         for seed in seeds if mode != "zero-shot" else (0,):
-            tuned = Path(model)
+            tuned = Path(resolve_init(str(model)))
             if mode != "zero-shot":
                 if train is None:
                     logger.warning("%s has no training split: skipped for %s", name, mode)
@@ -175,10 +200,15 @@ def _recipe_for(
 ) -> TrainConfig:  # fmt: skip
     cfg = copy.deepcopy(base)
     renames = dict((override or {}).get("categories") or {})
+    names = CocoDataset.load(train.annotation_file, train.image_root, check_files=False).category_names
+    captions = dataset_prompt(names, override).caption_prompts  # caption prompts or a template
     cfg.data.train = [
         SourceSpec(name=name, annotations=str(train.annotation_file), images=str(train.image_root),
-                   prompt_overrides=renames, few_shot=shots, few_shot_seed=seed)
+                   prompt_overrides=renames, few_shot=shots, few_shot_seed=seed,
+                   caption_prompts=[dict(c) for c in captions] if captions is not None else None)
     ]  # fmt: skip
+    if cfg.data.class_prompt == "auto":  # the evaluation prompt, in class order (official ODinW: DISABLE_SHUFFLE)
+        cfg.data.class_prompt = "fixed"
     cfg.data.val = []
     cfg.model.init = str(model)
     cfg.run.mode = mode

@@ -31,7 +31,7 @@ from glip.evaluation.coco_eval import (
     check_iou_type,
     evaluate_detections,
 )
-from glip.evaluation.prompts import DatasetPrompt, dataset_prompt
+from glip.evaluation.prompts import DatasetPrompt, dataset_prompt, prompt_chunks
 from glip.fileio import atomic_write_text
 from glip.masks import encode_rle
 from glip.predictor import GLIPPredictor
@@ -68,10 +68,7 @@ def iter_dataset_detections(
     mask head: see :func:`predict_dataset`).
     """
     prompt = prompt or dataset_prompt(dataset.category_names)
-    chunks = predictor.prompts_for(
-        classes=list(prompt.names), label_ids=dataset.category_ids,
-        caption_prompts=list(prompt.caption_prompts) if prompt.caption_prompts is not None else None,
-    )  # fmt: skip
+    chunks = prompt_chunks(predictor, prompt, dataset.category_ids)  # templated classes are chunked too
     logger.info("%s: %d categories in %d prompt chunk(s)", dataset.annotation_file, len(prompt.names), len(chunks))
     images = dataset.images
     stream = _prefetch([dataset.image_path(im) for im in images])

@@ -20,10 +20,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from glip.errors import ConfigError
 from glip.validation import Fields, closest, join_path, read_yaml
+
+if TYPE_CHECKING:
+    from glip.predictor import GLIPPredictor
+    from glip.text import Prompt
 
 OVERRIDE_KEYS = ("categories", "caption_prompt", "template")
 
@@ -71,6 +75,27 @@ def dataset_prompt(
         prefix, suffix = template.split("{}")
         return DatasetPrompt(tuple(names), tuple({"prefix": prefix, "name": n, "suffix": suffix} for n in names))
     return DatasetPrompt(tuple(names))
+
+
+def prompt_chunks(predictor: GLIPPredictor, prompt: DatasetPrompt, label_ids: Sequence[int]) -> list[Prompt]:
+    """The prompts that cover a dataset's classes: chunks of at most the model's query length.
+
+    Plain names and templated / caption-prompt classes are chunked alike
+    (:func:`glip.text.chunking.chunk_vocabulary`), so ``"a photo of a {}"`` on 1,203 names works; a
+    prompt that fits is the one prompt the official evaluation builds.
+
+    Raises:
+        PromptError: a class name empty once cleaned, or one class alone longer than the query length.
+    """
+    if prompt.caption_prompts is None:
+        return predictor.prompts_for(classes=list(prompt.names), label_ids=label_ids)
+    from glip.text.chunking import chunk_vocabulary
+
+    return chunk_vocabulary(
+        predictor.processor.tokenizer, list(prompt.names), max_len=predictor.processor.max_query_len,
+        max_classes_per_chunk=predictor.max_classes_per_chunk, label_ids=label_ids,
+        caption_prompts=list(prompt.caption_prompts),
+    )  # fmt: skip
 
 
 def check_override(entry: Any, fields: Fields, where: str) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from glip.modeling.losses import (
     world_info,
 )
 from glip.modeling.mask_head import mask_loss, mask_targets
+from glip.modeling.vl_heads import caption_loss, vqa_loss
 from glip.structures import GroundingTarget
 
 
@@ -123,6 +124,8 @@ class GLIPCriterion(nn.Module):
         mask: bool = False,
         mask_weight: float = 1.0,
         mask_iou_threshold: float = 0.5,
+        vqa_weight: float = 1.0,
+        caption_weight: float = 1.0,
         no_object_token: int | None = 255,
         legacy_plus_one: bool = True,
         seed: int = 0,
@@ -153,6 +156,8 @@ class GLIPCriterion(nn.Module):
             self.weight_dict["loss_mlm"] = mlm_weight
         if mask:
             self.weight_dict["loss_mask"] = mask_weight
+        self.weight_dict["loss_vqa"] = vqa_weight
+        self.weight_dict["loss_caption"] = caption_weight
 
     @classmethod
     def from_config(cls, config: GLIPConfig, box_coder: BoxCoder | None = None) -> GLIPCriterion:
@@ -177,6 +182,8 @@ class GLIPCriterion(nn.Module):
             mask=config.heads.mask is not None and lo.mask_weight > 0,
             mask_weight=lo.mask_weight,
             mask_iou_threshold=config.heads.mask.iou_threshold if config.heads.mask else 0.5,
+            vqa_weight=lo.vqa_weight,
+            caption_weight=lo.caption_weight,
             # official: the last slot of the max_query_len-wide positive map
             no_object_token=config.text.max_query_len - 1,
             legacy_plus_one=h.legacy_plus_one,
@@ -307,6 +314,7 @@ class GLIPCriterion(nn.Module):
         text_mask: Tensor,
         mlm_labels: Tensor | None = None,
         generator: torch.Generator | None = None,
+        input_ids: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Compute the losses of one batch.
 
@@ -319,6 +327,7 @@ class GLIPCriterion(nn.Module):
             text_mask: ``(B, T)`` attention mask of the prompts.
             mlm_labels: ``(B, T)`` masked-LM labels (``-100`` where not masked), when ``mlm``.
             generator: overrides the criterion's own generator for the contrastive sampling.
+            input_ids: ``(B, T)`` prompt tokens: the next-token targets of the caption rows.
 
         Returns:
             The weighted losses named in the module docstring and the diagnostics.
@@ -327,7 +336,34 @@ class GLIPCriterion(nn.Module):
         float32 with autocast disabled, whatever the precision of the model outputs.
         """
         with torch.autocast(outputs.logits.device.type, enabled=False):
-            return self._losses(_float32(outputs), targets, text_mask, mlm_labels, generator)
+            losses = self._losses(_float32(outputs), targets, text_mask, mlm_labels, generator)
+            losses.update(self.understanding_losses(outputs, targets, text_mask, input_ids))
+            return losses
+
+    def understanding_losses(
+        self, outputs: GLIPOutput, targets: Sequence[GroundingTarget], text_mask: Tensor, input_ids: Tensor | None
+    ) -> dict[str, Tensor]:
+        """GLIPv2 VQA loss on the rows with answer scores, captioning loss on the causal rows."""
+        losses: dict[str, Tensor] = {}
+        w = self.weight_dict
+        # a head without rows in this batch still gets a zero loss (DDP expects every head used)
+        vqa_rows = [i for i, t in enumerate(targets) if t.vqa_scores is not None]
+        if outputs.vqa_logits is not None:
+            if vqa_rows:
+                scores = torch.stack([targets[i].vqa_scores for i in vqa_rows]).to(outputs.vqa_logits.device)  # type: ignore[misc]
+                losses["loss_vqa"] = vqa_loss(outputs.vqa_logits[vqa_rows].float(), scores) * w["loss_vqa"]
+            else:
+                losses["loss_vqa"] = outputs.vqa_logits.float().sum() * 0.0
+        causal_rows = [i for i, t in enumerate(targets) if t.causal]
+        if outputs.lm_logits is not None:
+            if causal_rows:
+                if input_ids is None:
+                    raise ValueError("caption rows need input_ids (the next-token targets)")
+                lm = caption_loss(outputs.lm_logits.float(), input_ids[causal_rows], text_mask[causal_rows])
+                losses["loss_caption"] = lm * w["loss_caption"]
+            else:
+                losses["loss_caption"] = outputs.lm_logits.float().sum() * 0.0
+        return losses
 
     def _losses(
         self,
@@ -360,7 +396,11 @@ class GLIPCriterion(nn.Module):
 
         w = self.weight_dict
         losses: dict[str, Tensor] = {}
-        focal = token_sigmoid_focal_loss(logits, token_targets, text_mask, self.focal_alpha, self.focal_gamma)
+        # rows without grounding (captions with no linked boxes) take no token loss
+        grounded = torch.tensor([t.ground for t in targets], device=text_mask.device, dtype=text_mask.dtype)
+        focal = token_sigmoid_focal_loss(
+            logits, token_targets, text_mask * grounded[:, None], self.focal_alpha, self.focal_gamma
+        )
         losses["loss_token"] = focal / num_pos_avg * w["loss_token"]
         if anchor_idx.numel() > 0:
             pred_boxes = self.box_coder.decode(deltas[img_idx, anchor_idx], anchors[anchor_idx])

@@ -131,9 +131,7 @@ def clean_class_names(class_names: Sequence[str]) -> list[str]:
     return cleaned
 
 
-def _check_caption_prompts(
-    caption_prompts: Sequence[Mapping[str, str]], num_classes: int
-) -> list[tuple[str, str, str]]:
+def check_caption_prompts(caption_prompts: Sequence[Mapping[str, str]], num_classes: int) -> list[tuple[str, str, str]]:
     """Validate ODinW-style caption prompts; return (prefix, name, suffix) per class."""
     if len(caption_prompts) != num_classes:
         raise PromptError(
@@ -188,7 +186,7 @@ def detection_prompt(
     if caption_prompts is None:
         parts = [("", name, "") for name in cleaned]
     else:
-        parts = _check_caption_prompts(caption_prompts, len(cleaned))
+        parts = check_caption_prompts(caption_prompts, len(cleaned))
     if label_ids is not None and len(label_ids) != len(cleaned):
         raise PromptError(f"got {len(label_ids)} label ids for {len(cleaned)} class names")
 
