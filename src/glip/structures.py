@@ -164,6 +164,9 @@ class GroundingSample:
         image_id: identifier of the source record (for logs and errors).
         masks: ``(M, H, W)`` bool instance masks in original-image pixels, one per box, or None when
             the source has no masks.
+        vqa_scores: VQA samples: ``(A,)`` soft scores over the model's answer vocabulary, else None.
+        causal: caption samples: the text is read causally and trains the language model.
+        ground: the grounding losses apply (False when the sample links no phrase to boxes).
     """
 
     image: Any
@@ -174,6 +177,9 @@ class GroundingSample:
     kind: str = "detection"
     image_id: Any = None
     masks: Tensor | None = None
+    vqa_scores: Tensor | None = None
+    causal: bool = False
+    ground: bool = True
 
 
 @dataclass

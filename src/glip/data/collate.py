@@ -173,6 +173,9 @@ class GroundingCollator:
             kind=sample.kind,
             image_size=(int(sample.image.shape[1]), int(sample.image.shape[2])),
             masks=None if sample.masks is None else sample.masks.bool(),
+            vqa_scores=sample.vqa_scores,
+            causal=sample.causal,
+            ground=sample.ground,
         )
 
     def greenlight(

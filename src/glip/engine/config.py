@@ -25,7 +25,9 @@ from glip.validation import Fields, build_dataclass, closest, coerce, join_path,
 MODES = ("full", "prompt", "linear_probe", "mask")
 # How a detection source's classes become its training prompts (DataSpec.class_prompt).
 CLASS_PROMPTS = ("auto", "sampled", "fixed")
-KINDS = ("detection", "grounding", "image_text", "refexp")
+KINDS = ("detection", "grounding", "image_text", "refexp", "vqa", "caption")
+# kinds whose boxes come from a COCO instances file of the same images (the ``instances`` field)
+INSTANCE_KINDS = ("refexp", "vqa", "caption")
 # Sources that can carry instance masks and whose images have integer COCO ids (held-out split).
 MASK_KINDS = ("detection", "refexp")
 # ``model.init`` value naming the package's embedded default model (glip.assets.default_model_path).
@@ -405,13 +407,15 @@ def _check_source(s: SourceSpec, where: str) -> None:
     if s.few_shot is not None:
         _at_least(f"{where}.few_shot", s.few_shot, 0)
     _check(0.0 <= s.min_score <= 1.0, f"{where}.min_score", "must be in [0, 1]", s.min_score)
-    if s.kind == "refexp":
+    if s.kind in INSTANCE_KINDS:
         _check(
             bool((s.instances or "").strip()), f"{where}.instances",
-            "a refexp source needs the COCO instances file its ann_ids point into", s.instances,
+            f"a {s.kind} source needs the COCO instances file its ann_ids point into", s.instances,
         )  # fmt: skip
     elif s.instances is not None:
-        raise ConfigError(f"{where}.instances: only refexp sources read an instances file (this one is {s.kind})")
+        raise ConfigError(
+            f"{where}.instances: only {', '.join(INSTANCE_KINDS)} sources read an instances file (this one is {s.kind})"
+        )
     _at_least(f"{where}.holdout_every", s.holdout_every, 0)
     if s.caption_prompts is not None:
         _check(s.kind == "detection", f"{where}.caption_prompts", "applies to detection sources only", s.kind)

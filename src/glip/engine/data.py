@@ -40,7 +40,9 @@ from glip.data import (
     TrainTransform,
     WeightedMixSampler,
 )
+from glip.data.coco import is_held_out
 from glip.data.od_to_grounding import build_class_prompt
+from glip.data.vl_datasets import CaptionGroundingDataset, VQAGroundingDataset
 from glip.engine.checkpoint import derive_seed, forked_rng
 from glip.engine.config import SourceSpec, TrainConfig, class_prompt
 from glip.engine.distributed import DistInfo
@@ -218,7 +220,7 @@ def build_source(
     tokenizer: Any,
     extra_negatives: tuple[str, ...] = (),
 ):
-    """The dataset of one training source (``spec.kind``: detection, refexp, grounding or image_text).
+    """The dataset of one training source (``spec.kind``: detection, refexp, vqa, caption, grounding or image_text).
 
     A refexp source reads its boxes and masks from ``spec.instances``; its images are found under
     ``spec.images`` or beside that instances file (``<dataset>/images``).
@@ -252,6 +254,19 @@ def build_source(
         return RefExpGroundingDataset(
             spec.annotations, instances, transform, seed=seed, masks=spec.masks, holdout_every=spec.holdout_every
         )
+    if spec.kind in ("vqa", "caption"):
+        assert spec.instances is not None  # checked by TrainConfig.validate
+        instances = CocoDataset.load(spec.instances, spec.images)
+        if spec.kind == "caption":
+            return CaptionGroundingDataset(
+                spec.annotations, instances, transform, seed=seed, holdout_every=spec.holdout_every
+            )
+        if model_config.heads.vqa is None:
+            raise ConfigError(f"source {spec.name!r} is VQA data but the model has no VQA head: add heads.vqa")
+        return VQAGroundingDataset(
+            spec.annotations, instances, model_config.heads.vqa.answers, transform, seed=seed,
+            holdout_every=spec.holdout_every,
+        )  # fmt: skip
     if spec.kind == "grounding":
         return MdetrGroundingDataset(spec.annotations, spec.images, transform, seed=seed)
     return ImageTextDataset(spec.annotations, spec.images, transform, seed=seed, score_threshold=spec.min_score)
@@ -331,3 +346,28 @@ def build_train_data(config: TrainConfig, model_config: GLIPConfig, dist: DistIn
         model_config,
         tokenizer,
     )
+
+
+def fill_answer_vocabulary(config: TrainConfig, min_count: int = 1, max_size: int = 3000) -> TrainConfig:
+    """A recipe that adds a VQA head without answers (``heads.vqa: {}``) gets the vocabulary of its VQA
+    sources: every answer with a positive score in at least ``min_count`` questions, most frequent
+    first (:class:`glip.evaluation.vqa.AnswerVocabulary`). Other recipes are returned unchanged.
+    """
+    import copy
+
+    from glip.data.vqa import load_vqa
+    from glip.evaluation.vqa import AnswerVocabulary
+
+    head = config.model.overrides.get("heads.vqa")
+    if not isinstance(head, dict) or head.get("answers"):
+        return config
+    sources = [s for s in config.data.train if s.kind == "vqa"]
+    if not sources:
+        raise ConfigError("heads.vqa has no answers and the recipe has no vqa source to build them from")
+    records = [r for s in sources for r in load_vqa(s.annotations, check_files=False).records
+               if not is_held_out(r.image_id, s.holdout_every)]  # fmt: skip
+    vocabulary = AnswerVocabulary.build(records, min_count=min_count, max_size=max_size)
+    out = copy.deepcopy(config)
+    out.model.overrides["heads.vqa"] = {**head, "answers": list(vocabulary.answers)}
+    logger.info("VQA answer vocabulary: %d answers from %d questions", len(vocabulary), len(records))
+    return out

@@ -58,7 +58,7 @@ from glip.engine.checkpoint import (
     set_rng_state,
 )
 from glip.engine.config import TrainConfig
-from glip.engine.data import TrainData, build_train_data
+from glip.engine.data import TrainData, build_train_data, fill_answer_vocabulary
 from glip.engine.distributed import all_reduce_mean, barrier, init_distributed, on_main
 from glip.engine.ema import ModelEMA
 from glip.engine.metrics_log import MetricLogger
@@ -90,6 +90,7 @@ class Trainer:
         logger.info(configure_threads(run.threads, self.device))
         self.out = Path(run.output_dir)
         seed_everything(run.seed)
+        config = self.config = fill_answer_vocabulary(config)
         self.model: GLIPModel = build_model(config.model, run.mode).to(self.device)
         self.frozen = apply_mode(self.model, run.mode, run.freeze, run.freeze_body_stages)
         self.model.tower.gradient_checkpointing = run.gradient_checkpointing
