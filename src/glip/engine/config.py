@@ -73,7 +73,7 @@ class SourceSpec:
             (boxes and masks come from it). Required for refexp, read by no other kind.
         masks: detection and refexp sources: instance masks for the GLIPv2 mask loss; null when
             every kept annotation has a segmentation, false never, true required.
-        holdout_every: detection and refexp sources: leave out the images whose id is a multiple of
+        holdout_every: detection, refexp, vqa and caption sources: leave out the images whose id is a multiple of
             this (kept for evaluation: ``glip.data.coco.is_held_out``); 0 keeps every image.
         caption_prompts: detection sources: ODinW ``CAPTION_PROMPT`` entries, one ``{prefix, name,
             suffix}`` mapping per category in id order (a template ``"a photo of a {}"`` gives one
@@ -424,11 +424,12 @@ def _check_source(s: SourceSpec, where: str) -> None:
             _check(not unknown, f"{where}.caption_prompts[{i}]", "keys are prefix, name and suffix", unknown)
             _check(bool(str(entry.get("name", "")).strip()), f"{where}.caption_prompts[{i}].name",
                    "must name the class", entry.get("name"))  # fmt: skip
-    if s.kind not in MASK_KINDS:
+    if s.kind not in (*MASK_KINDS, "vqa", "caption"):
         _check(
             not s.holdout_every,
             f"{where}.holdout_every",
-            f"applies to {' and '.join(MASK_KINDS)} sources only",
+            "applies to detection, refexp, vqa and caption sources only",
             s.holdout_every,
         )
+    if s.kind not in MASK_KINDS:
         _check(not s.masks, f"{where}.masks", f"only {' and '.join(MASK_KINDS)} sources have masks", s.masks)
