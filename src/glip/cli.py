@@ -185,6 +185,96 @@ def _cmd_eval_suite(args: argparse.Namespace) -> int:
     return 0
 
 
+def _draw_and_save(image: object, det: object, out_dir: Path, stem: str, record: dict) -> Path:
+    """Write ``<stem>.json`` and ``<stem>.jpg`` (boxes drawn) into ``out_dir`` atomically."""
+    from glip.fileio import atomic_write, atomic_write_text
+    from glip.visualize import draw_detections
+
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(record, indent=2) + "\n")
+    picture = draw_detections(image, det)  # type: ignore[arg-type]
+    atomic_write(out_dir / f"{stem}.jpg", lambda tmp: picture.save(tmp, format="JPEG", quality=92))
+    return out_dir / f"{stem}.jpg"
+
+
+def _cmd_vqa(args: argparse.Namespace) -> int:
+    from glip.batch_predict import check_outputs
+    from glip.images import load_image
+    from glip.vl_tasks import answer_question
+
+    image_path = Path(args.image)
+    check_outputs([image_path], Path(args.out_dir), [image_path.stem])
+    image = load_image(image_path)
+    predictor = _predictor(args)
+    result = answer_question(predictor, image, args.question, threshold=args.threshold)
+    det = result.detections
+    record = {"kind": "glip.vqa", "image": str(image_path), "question": result.question, "answer": result.answer,
+              "score": round(result.score, 4), "top": [[a, round(p, 4)] for a, p in result.top],
+              "detections": det.to_list() if det is not None else []}  # fmt: skip
+    picture = _draw_and_save(image, det, Path(args.out_dir), image_path.stem, record)
+    print(f"{result.question} -> {result.answer} ({result.score:.3f})")
+    print("  top: " + ", ".join(f"{a} {p:.3f}" for a, p in result.top))
+    for d in record["detections"]:
+        print(f"  {d['label_name']:<24} {d['score']:.3f}  [{', '.join(f'{c:.1f}' for c in d['box_xyxy'])}]")
+    print(f"picture: {picture}")
+    return 0
+
+
+def _cmd_caption(args: argparse.Namespace) -> int:
+    from glip.batch_predict import check_outputs
+    from glip.images import load_image
+    from glip.vl_tasks import caption_image
+
+    image_path = Path(args.image)
+    check_outputs([image_path], Path(args.out_dir), [image_path.stem])
+    image = load_image(image_path)
+    predictor = _predictor(args)
+    result = caption_image(
+        predictor, image, beam_size=args.beam_size, max_length=args.max_length, threshold=args.threshold
+    )
+    det = result.detections
+    record = {"kind": "glip.caption", "image": str(image_path), "caption": result.text,
+              "score": round(result.score, 4), "detections": det.to_list() if det is not None else []}  # fmt: skip
+    picture = _draw_and_save(image, det, Path(args.out_dir), image_path.stem, record) if det is not None else None
+    print(result.text or "(empty caption)")
+    for d in record["detections"]:
+        print(f"  {d['label_name']:<24} {d['score']:.3f}  [{', '.join(f'{c:.1f}' for c in d['box_xyxy'])}]")
+    if picture is not None:
+        print(f"picture: {picture}")
+    return 0
+
+
+def _cmd_eval_vqa(args: argparse.Namespace) -> int:
+    from glip.evaluation.vl_eval import evaluate_vqa_model
+
+    report = evaluate_vqa_model(
+        _predictor(args), args.annotations, args.images, args.instances, args.holdout_every, args.out_dir,
+        not args.quiet,
+    )  # fmt: skip
+    for part in ("all", "train", "held_out"):
+        if part in report:
+            r = report[part]
+            types = " ".join(f"{k} {v:.1f}" for k, v in r["perAnswerType"].items())
+            print(f"{report['name']} [{part}] {r['questions']} questions: accuracy {r['overall']:.2f}  ({types})")
+    if "answer_grounding_recall" in report:
+        print(f"answer grounding recall@1 (IoU 0.5): {report['answer_grounding_recall']}")
+    return 0
+
+
+def _cmd_eval_caption(args: argparse.Namespace) -> int:
+    from glip.evaluation.vl_eval import evaluate_caption_model
+
+    report = evaluate_caption_model(
+        _predictor(args), args.annotations, args.images, args.holdout_every, args.beam_size, args.out_dir,
+        not args.quiet,
+    )  # fmt: skip
+    for part in ("all", "train", "held_out"):
+        if part in report:
+            r = report[part]
+            print(f"{report['name']} [{part}] {r['images']} images: BLEU-4 {100 * r['BLEU-4']:.1f}  "
+                  f"CIDEr-D {100 * r['CIDEr-D']:.1f}")  # fmt: skip
+    return 0
+
+
 def _cmd_eval_refseg(args: argparse.Namespace) -> int:
     from glip.evaluation.refseg import evaluate_refseg
 
@@ -450,6 +540,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sentences", type=Path, help="Flickr30k Entities Sentences/ folder (phrase types)")
     _add_model_options(g)
     g.set_defaults(func=_cmd_eval_grounding)
+
+    q = sub.add_parser("vqa", help="answer a question about an image and box its phrases and the answer")
+    q.add_argument("image", help="an image file")
+    q.add_argument("--question", required=True, help='e.g. "How many dogs are there?"')
+    q.add_argument("--threshold", type=probability, default=0.3, help="minimum box score to report (0.3)")
+    _add_model_options(q)
+    q.set_defaults(func=_cmd_vqa, out_dir=Path("outputs"))
+    k = sub.add_parser("caption", help="write a caption and box each of its noun phrases")
+    k.add_argument("image", help="an image file")
+    k.add_argument("--beam-size", type=positive_int, help="beams (1: greedy; default: the model's)")
+    k.add_argument("--max-length", type=positive_int, help="most tokens (default: the model's)")
+    k.add_argument("--threshold", type=probability, default=0.3, help="minimum box score to report (0.3)")
+    _add_model_options(k)
+    k.set_defaults(func=_cmd_caption, out_dir=Path("outputs"))
+    ev = sub.add_parser("eval-vqa", help="VQA accuracy (official normalisation) and answer grounding recall")
+    ev.add_argument("--annotations", type=Path, required=True, help="VQA file (coco_mt formats)")
+    ev.add_argument("--images", type=Path, help="images folder (default: beside the annotations folder)")
+    ev.add_argument("--instances", type=Path, help="COCO instances of the images: answer grounding recall")
+    ev.add_argument("--holdout-every", type=int, default=0, help="report images with ids multiple of N apart")
+    _add_model_options(ev)
+    ev.set_defaults(func=_cmd_eval_vqa)
+    ec = sub.add_parser("eval-caption", help="BLEU-1..4 and CIDEr-D of generated captions")
+    ec.add_argument("--annotations", type=Path, required=True, help="COCO captions file")
+    ec.add_argument("--images", type=Path, help="images folder (default: beside the annotations folder)")
+    ec.add_argument("--holdout-every", type=int, default=0, help="report images with ids multiple of N apart")
+    ec.add_argument("--beam-size", type=positive_int, help="beams (default: the model's)")
+    _add_model_options(ec)
+    ec.set_defaults(func=_cmd_eval_caption)
 
     r = sub.add_parser("eval-refseg", help="referring segmentation (PhraseCut-style mIoU, cIoU, Pr@0.5/0.7/0.9)")
     r.add_argument("--annotations", type=Path, required=True, help="refexp JSON (the coco_mt refexp format)")

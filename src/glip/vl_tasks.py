@@ -74,21 +74,32 @@ def answer_question(
     Raises:
         ConfigError: if the model has no VQA head; PromptError / ImageError for bad input.
     """
+    return answer_questions(predictor, image, [question], threshold, top_k)[0]
+
+
+def answer_questions(
+    predictor: GLIPPredictor, image: ImageLike, questions: list[str], threshold: float = 0.3, top_k: int = 5
+) -> list[VQAAnswer]:
+    """Several questions about one image in one batched forward pass (see :func:`answer_question`)."""
     model = predictor.model
     model.require_head("vqa")
     threshold = check_threshold(threshold)
     answers = model.config.heads.vqa.answers  # type: ignore[union-attr]
-    prompt = vqa_prompt(question)
-    inputs = predictor.processor([to_pil(image)], prompt).to(predictor.device)
+    prompts = [vqa_prompt(q) for q in questions]
+    pil = to_pil(image)
+    inputs = predictor.processor([pil] * len(prompts), prompts).to(predictor.device)
     with predictor.running():
         out = model(inputs.pixel_values, inputs.input_ids, inputs.attention_mask, inputs.pixel_mask)
-    probs = out.vqa_logits[0].float().sigmoid()
-    best = probs.topk(min(top_k, probs.shape[0]))
-    top = [(answers[i], float(p)) for p, i in zip(best.values.tolist(), best.indices.tolist(), strict=True)]
-    det = predictor.processor.post_process(_float(out), inputs)[0].above(threshold)
-    names = [top[0][0] if name == ANSWER_LABEL else name for name in det.label_names]
-    det = Detections(det.boxes_xyxy, det.scores, det.labels, names, det.image_size)
-    return VQAAnswer(question, top[0][0], top[0][1], top, det)
+    dets = predictor.processor.post_process(_float(out), inputs)
+    results = []
+    for question, logits, det in zip(questions, out.vqa_logits.float().sigmoid(), dets, strict=True):
+        best = logits.topk(min(top_k, logits.shape[0]))
+        top = [(answers[i], float(p)) for p, i in zip(best.values.tolist(), best.indices.tolist(), strict=True)]
+        det = det.above(threshold)
+        names = [top[0][0] if name == ANSWER_LABEL else name for name in det.label_names]
+        det = Detections(det.boxes_xyxy, det.scores, det.labels, names, det.image_size)
+        results.append(VQAAnswer(question, top[0][0], top[0][1], top, det))
+    return results
 
 
 def caption_image(
@@ -154,4 +165,12 @@ def _float(out: object) -> object:
     return out
 
 
-__all__ = ["CaptionResult", "VQAAnswer", "answer_question", "caption_image", "ground_caption", "vqa_prompt"]
+__all__ = [
+    "CaptionResult",
+    "VQAAnswer",
+    "answer_question",
+    "answer_questions",
+    "caption_image",
+    "ground_caption",
+    "vqa_prompt",
+]
