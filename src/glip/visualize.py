@@ -120,6 +120,8 @@ def _draw_label(
     """A filled label above the box's top-left corner (inside the box when there is no room above),
     moved so that it stays inside the image."""
     x1, y1 = corner
+    if not isinstance(font, ImageFont.FreeTypeFont):  # Pillow < 10.1's bitmap font only knows Latin-1
+        text = text.encode("latin-1", "replace").decode("latin-1")
     tx1, ty1, tx2, ty2 = draw.textbbox((0, 0), text, font=font)
     label_w, label_h = (tx2 - tx1) + 6, (ty2 - ty1) + 4
     left = min(max(x1, 0.0), max(size[0] - label_w, 0))
