@@ -360,7 +360,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         train=args.train, val=args.val, images=args.images, val_images=args.val_images, model=args.model,
         mode=args.mode, epochs=args.epochs, iters=args.iters, out=str(args.out), batch_size=args.batch_size,
         lr=args.lr, val_fraction=args.val_fraction, shots=args.shots, seed=args.seed, device=args.device,
-        amp=args.amp, threads=args.threads, prompt_template=args.prompt_template,
+        amp=args.amp, threads=args.threads, prompt_template=args.prompt_template, evals=args.evals,
     )  # fmt: skip
     with console_logging():
         result = finetune(opts)
@@ -421,6 +421,9 @@ def _add_finetune_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     f.add_argument("--shots", type=positive_int, help="few-shot: keep this many images per class (ODinW rule)")
     f.add_argument("--seed", type=int, default=0, help="seed of the run and of the few-shot choice (default 0)")
+    f.add_argument(
+        "--evals", type=int, default=8, help="validations during the run, besides the ones before and at the end (8)"
+    )
     f.add_argument("--prompt-template", help='e.g. "a photo of a {}": text around every class name')
     f.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     f.add_argument("--amp", choices=["bf16", "fp16", "none"], help="mixed precision (default: where it pays)")

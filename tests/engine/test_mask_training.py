@@ -146,8 +146,8 @@ def test_the_shipped_mask_recipe_is_valid():
     ("source", "match"),
     [
         ({"kind": "refexp"}, r"data.train\[0\].instances: a refexp source needs the COCO instances file"),
-        ({"instances": "x.json"}, r"data.train\[0\].instances: only refexp sources read an instances file"),
-        ({"kind": "grounding", "holdout_every": 5}, r"holdout_every: applies to detection and refexp sources"),
+        ({"instances": "x.json"}, r"data.train\[0\].instances: only refexp(, vqa, caption)? sources read an"),
+        ({"kind": "grounding", "holdout_every": 5}, r"holdout_every: applies to detection(, refexp, vqa)? and"),
         ({"kind": "grounding", "masks": True}, r"masks: only detection and refexp sources have masks"),
         ({"holdout_every": -1}, r"holdout_every: must be at least 0"),
         ({"kind": "refexps"}, r"kind: expected one of .*refexp"),

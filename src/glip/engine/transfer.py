@@ -204,12 +204,12 @@ def _recipe_for(
     captions = dataset_prompt(names, override).caption_prompts  # caption prompts or a template
     cfg.data.train = [
         SourceSpec(name=name, annotations=str(train.annotation_file), images=str(train.image_root),
-                   prompt_overrides=renames, few_shot=shots, few_shot_seed=seed,
+                   prompt_overrides=renames, few_shot=shots, few_shot_seed=seed, masks=False,
                    caption_prompts=[dict(c) for c in captions] if captions is not None else None)
     ]  # fmt: skip
     if cfg.data.class_prompt == "auto":  # the evaluation prompt, in class order (official ODinW: DISABLE_SHUFFLE)
         cfg.data.class_prompt = "fixed"
-    cfg.data.val = []
+    cfg.data.val = []  # detection transfer: box losses only (masks=False above), tested on the test split
     cfg.model.init = str(model)
     cfg.run.mode = mode
     cfg.run.seed = seed
