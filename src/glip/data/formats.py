@@ -236,7 +236,7 @@ def split_off(labelled: LabelledSet, fraction: float, work_dir: str | Path) -> t
         raise DataError(f"validation fraction {fraction} must be in (0, 0.5]")
     data: dict[str, Any] = json.loads(Path(labelled.annotation_file).read_text())
     every = max(2, round(1 / fraction))
-    images = sorted(data["images"], key=lambda im: str(im["id"]))
+    images = sorted(data["images"], key=lambda im: (str(type(im["id"])), im["id"]))
     val_ids = {im["id"] for k, im in enumerate(images) if k % every == every - 1}
     if not val_ids or len(val_ids) == len(images):
         raise DataError(
