@@ -75,3 +75,30 @@ def test_odinw_command(suite_root, tiny_model_dir, tmp_path, capsys):
     assert "| beta | test | " in out and "alpha" not in out
     assert json.loads((tmp_path / "o" / "transfer_full_all.json").read_text())["mode"] == "full"
     assert main(["odinw", str(suite_root), "--model", str(tiny_model_dir), "--mode", "full", "-q"]) == 1
+
+
+def test_odinw_without_model_uses_the_embedded_model_and_finds_coco_split_names(tmp_path, sample_image, capsys):
+    root = tmp_path / "suite"
+    _split(root, "gamma", "train2017", sample_image, 2)
+    _split(root, "gamma", "val2017", sample_image, 1)
+    out = tmp_path / "o"
+    assert main(["odinw", str(root), "--out-dir", str(out), "-q", "--device", "cpu"]) == 0, capsys.readouterr().err
+    result = json.loads((out / "transfer_zero-shot_all.json").read_text())
+    assert [(r["dataset"], r["test_split"]) for r in result["rows"]] == [("gamma", "val2017")]
+    assert result["rows"][0]["mean_ap"] > 0.1  # the embedded model knows raccoons
+
+
+def test_tuning_trains_on_the_evaluation_prompt_of_the_override(suite_root, tiny_model_dir, tmp_path):
+    from glip.data.coco import find_coco_splits
+    from glip.engine.transfer import _recipe_for
+
+    splits = {s.split: s for s in find_coco_splits(suite_root) if s.dataset == "alpha"}
+    override = {"categories": {"kite": "flying kite"}, "template": "a photo of a {}"}
+    cfg = _recipe_for(_recipe(), splits["train"], splits["test"], "alpha", override, "full", None, 3, tiny_model_dir,
+                      tmp_path)  # fmt: skip
+    (source,) = cfg.data.train
+    assert cfg.data.class_prompt == "fixed" and source.masks is False
+    assert source.caption_prompts == [
+        {"prefix": "a photo of a ", "name": "raccoon", "suffix": ""},
+        {"prefix": "a photo of a ", "name": "flying kite", "suffix": ""},
+    ]
