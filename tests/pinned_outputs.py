@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from glip.config import GLIPConfig
@@ -24,16 +25,34 @@ PROMPTS = {"detection": ["raccoon", "dog", "traffic light"], "sentence": "two ra
 PROBE = [(0, 1), (17, 2), (500, 3), (1003, 5), (1260, 1), (1300, 4)]
 
 
+def set_weights(model: torch.nn.Module, seed: int) -> None:
+    """Give every floating-point parameter and buffer values from numpy's generator, by name.
+
+    The values do not depend on torch's or transformers' initialisation code (which changes between
+    releases), so the recorded outputs hold for every supported version: matrices ``N(0, 1/fan_in)``,
+    norm weights ``1 + N(0, 0.1)``, every other vector and scalar ``N(0, 0.1)``.
+    """
+    rng = np.random.default_rng(seed)
+    state = model.state_dict()
+    with torch.no_grad():
+        for name in sorted(state):
+            t = state[name]
+            if not t.is_floating_point():
+                continue
+            if t.dim() >= 2:
+                values = rng.standard_normal(t.shape) / np.sqrt(max(t[0].numel(), 1))
+            elif "norm" in name and name.endswith("weight"):
+                values = 1.0 + 0.1 * rng.standard_normal(t.shape)
+            else:
+                values = 0.1 * rng.standard_normal(t.shape)
+            t.copy_(torch.from_numpy(values.astype(np.float32)))
+        model.head.bias0.zero_()
+
+
 def compute(preset: str) -> dict:
     """Run the seeded, perturbed tiny model on the sample image for both prompts."""
-    torch.manual_seed(1234)
     model = GLIPModel(GLIPConfig.from_preset(preset)).eval()
-    g = torch.Generator().manual_seed(99)
-    with torch.no_grad():
-        for p in model.parameters():  # constant-initialised parameters get values too
-            if p.numel() == 1 or float(p.std()) == 0:
-                p.add_(torch.randn(p.shape, generator=g) * 0.1)
-        model.head.bias0.zero_()
+    set_weights(model, seed=1234)
     processor = GLIPProcessor.from_config(model.config)
     image = load_image(IMAGE)
     result = {}
