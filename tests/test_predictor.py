@@ -1,5 +1,7 @@
 """GLIPPredictor: long vocabularies are chunked and merged with global ids; batching; pictures."""
 
+from collections import Counter
+
 import pytest
 import torch
 from PIL import Image
@@ -95,5 +97,8 @@ def test_long_vocabulary_with_several_images_and_chunk_groups(tiny_model_dir, sa
     one = pred.predict([sample_image, sample_image], classes=names, batch_size=1)
     two = pred.predict([sample_image, sample_image], classes=names, batch_size=2)
     for a, b in zip(one, two, strict=True):
-        assert len(a) == len(b) > 0 and a.labels.tolist() == b.labels.tolist()
+        assert len(a) == len(b) > 0
         assert torch.allclose(a.scores, b.scores, atol=1e-5)
+        # detections whose scores tie within float noise may come in either order (batched and
+        # single-image convolutions round differently): the same detections, as a multiset of labels
+        assert Counter(a.labels.tolist()) == Counter(b.labels.tolist())
