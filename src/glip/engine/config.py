@@ -166,6 +166,9 @@ class RunSpec:
     freeze_body_stages: int = 0
     amp: str = "bf16"
     ema_decay: float | None = None
+    # Steps over which the EMA decay ramps up, decay x (1 - exp(-step / ema_warmup)) as YOLOv5 does, so
+    # that a short run's average is not mostly its starting weights; 0 keeps the decay constant.
+    ema_warmup: int = 0
     gradient_checkpointing: bool = False
     log_every: int = 20
     eval_every: int = 500
@@ -220,6 +223,7 @@ class TrainConfig:
             _at_least(f"run.{name}", getattr(r, name), 1)
         for name in ("freeze_body_stages", "eval_every", "checkpoint_every", "keep_checkpoints", "threads"):
             _at_least(f"run.{name}", getattr(r, name), 0)
+        _check(r.ema_warmup >= 0, "run.ema_warmup", "must not be negative", r.ema_warmup)
         if r.ema_decay is not None:
             _check(0.0 < r.ema_decay < 1.0, "run.ema_decay", "must be in (0, 1) or null", r.ema_decay)
         _at_least("data.batch_size", d.batch_size, 1)

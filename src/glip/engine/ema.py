@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -17,22 +18,33 @@ class ModelEMA:
     Args:
         model: the model being trained (unwrapped, not DDP).
         decay: the smoothing factor (official 0.999).
+        warmup: steps over which the decay ramps up: ``decay * (1 - exp(-step / warmup))`` at step
+            ``step`` (YOLOv5's rule; the step comes from the trainer, so resuming needs no extra
+            state); 0: constant decay.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: int = 0) -> None:
         self.module = copy.deepcopy(model).eval()
         self.decay = decay
+        self.warmup = warmup
         for p in self.module.parameters():
             p.requires_grad_(False)
 
+    def decay_at(self, step: int | None) -> float:
+        """The decay of the update after ``step`` optimiser steps (see ``warmup``)."""
+        if not self.warmup or step is None:
+            return self.decay
+        return self.decay * (1.0 - math.exp(-step / self.warmup))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Blend the current weights of ``model`` into the average."""
+    def update(self, model: nn.Module, step: int | None = None) -> None:
+        """Blend the current weights of ``model`` into the average (``step``: steps done, for the warmup)."""
+        decay = self.decay_at(step)
         current = model.state_dict()
         for key, value in self.module.state_dict().items():
             src = current[key].detach()
             if value.dtype.is_floating_point:
-                value.mul_(self.decay).add_(src.to(value.dtype), alpha=1.0 - self.decay)
+                value.mul_(decay).add_(src.to(value.dtype), alpha=1.0 - decay)
             else:
                 value.copy_(src)
 

@@ -98,7 +98,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, run.max_iters)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=run.amp == "fp16")
-        self.ema = ModelEMA(self.model, run.ema_decay) if run.ema_decay else None
+        self.ema = ModelEMA(self.model, run.ema_decay, run.ema_warmup) if run.ema_decay else None
         self.data: TrainData = build_train_data(config, self.model.config, self.dist)
         self.step = 0
         # best validation mean AP so far and its step (run.keep_best); in the checkpoint
@@ -204,7 +204,7 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         if self.ema:
-            self.ema.update(self.model)
+            self.ema.update(self.model, self.step + 1)
         values = {k: float(v.detach()) for k, v in losses.items()}
         values["loss"] = float(total.detach())
         return values
